@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file
+/// What an attention call reads and writes: strided int8 Q/K/V, an optional bias, an optional
+/// mask, and a typed output. Plain aggregates, trivially copyable, usable on host and device.
+#pragma once
+
+#include <cstdint>
+
+#include "qflash/core/config.hpp"
+#include "qflash/core/int_traits.hpp"
+
+namespace qflash {
+
+/// A [Z, H, N, D] view with element strides (Z: batch or windows, H: heads, N: tokens, D: head
+/// dim). `bhnd` and `bnhd` build the two common contiguous layouts.
+template <class T>
+struct Tensor4 {
+  T* data = nullptr;
+  std::int64_t batch = 0, heads = 0, seq = 0, dim = 0;
+  std::int64_t stride_batch = 0, stride_head = 0, stride_seq = 0, stride_dim = 1;
+
+  QFLASH_HOST_DEVICE constexpr std::int64_t offset(std::int64_t z, std::int64_t h, std::int64_t n,
+                                                   std::int64_t d) const noexcept {
+    return z * stride_batch + h * stride_head + n * stride_seq + d * stride_dim;
+  }
+  QFLASH_HOST_DEVICE constexpr T& operator()(std::int64_t z, std::int64_t h, std::int64_t n,
+                                             std::int64_t d) const noexcept {
+    return data[offset(z, h, n, d)];
+  }
+  /// Number of elements Z * H * N * D.
+  QFLASH_HOST_DEVICE constexpr std::int64_t size() const noexcept {
+    return batch * heads * seq * dim;
+  }
+};
+
+/// Contiguous [Z, H, N, D] (PyTorch's q.transpose(1, 2) of a [Z, N, H, D] projection, made
+/// contiguous; the layout of most attention kernels).
+template <class T>
+constexpr Tensor4<T> bhnd(T* data, std::int64_t z, std::int64_t h, std::int64_t n,
+                          std::int64_t d) noexcept {
+  return Tensor4<T>{data, z, h, n, d, h * n * d, n * d, d, 1};
+}
+
+/// Contiguous [Z, N, H, D] viewed as [Z, H, N, D] (the output of a fused QKV projection).
+template <class T>
+constexpr Tensor4<T> bnhd(T* data, std::int64_t z, std::int64_t h, std::int64_t n,
+                          std::int64_t d) noexcept {
+  return Tensor4<T>{data, z, h, n, d, n * h * d, d, h * d, 1};
+}
+
+enum class BiasKind : std::uint8_t {
+  none,            ///< no additive bias
+  dense,           ///< values[h][i][j], contiguous [heads, Nq, Nkv]
+  relative_table,  ///< values[h * stride_head + index[i][j] * stride_entry] (Swin)
+};
+
+/// An additive attention bias in Q16 octaves (round(bias_nats * log2(e) * 2^16)), shared by every
+/// batch element and window: never expanded to [Z, H, N, N]. `heads` is H, or 1 to broadcast.
+struct AttentionBias {
+  BiasKind kind = BiasKind::none;
+  const std::int32_t* values = nullptr;
+  std::int64_t heads = 0;
+  std::int64_t rows = 0, cols = 0;      ///< must equal Nq and Nkv
+  const std::int32_t* index = nullptr;  ///< relative_table: contiguous [Nq, Nkv]
+  std::int64_t table_size = 0;          ///< relative_table: entries per head
+  std::int64_t stride_head = 0;         ///< relative_table: element stride between heads
+  std::int64_t stride_entry = 1;        ///< relative_table: element stride between entries
+
+  /// The bias of head h, query i, key j. Relative-table indices outside [0, table_size) are
+  /// clamped (the host reference rejects them; the GPU cannot report them without a sync).
+  QFLASH_HOST_DEVICE constexpr std::int32_t at(std::int64_t h, std::int64_t i,
+                                               std::int64_t j) const noexcept {
+    const std::int64_t head = heads == 1 ? 0 : h;
+    if (kind == BiasKind::dense) return values[(head * rows + i) * cols + j];
+    if (kind == BiasKind::relative_table) {
+      const std::int64_t entry = clamp<std::int64_t>(index[i * cols + j], 0, table_size - 1);
+      return values[head * stride_head + entry * stride_entry];
+    }
+    return 0;
+  }
+};
+
+/// A boolean mask [windows, Nq, Nkv], contiguous, nonzero = the key is visible to the query.
+/// Batch element z uses window z % windows (Swin's shifted windows: batch index b * nW + w).
+/// `windows == 0` means no mask.
+struct AttentionMask {
+  const std::uint8_t* data = nullptr;
+  std::int64_t windows = 0, rows = 0, cols = 0;
+
+  QFLASH_HOST_DEVICE constexpr bool visible(std::int64_t z, std::int64_t i,
+                                            std::int64_t j) const noexcept {
+    return windows == 0 || data[((z % windows) * rows + i) * cols + j] != 0;
+  }
+};
+
+/// The inputs of one attention call. Nq = q.seq, Nkv = k.seq = v.seq (cross-attention allowed).
+struct AttentionProblem {
+  Tensor4<const std::int8_t> q, k, v;
+  AttentionBias bias{};
+  AttentionMask mask{};
+};
+
+/// Head dims with a tuned CUDA instantiation and a reference dispatch.
+QFLASH_HOST_DEVICE constexpr bool is_supported_head_dim(std::int64_t d) noexcept {
+  return d == 32 || d == 64 || d == 80 || d == 96 || d == 128;
+}
+
+}  // namespace qflash

@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file
+/// C++20 concepts for every policy family and for kernel configurations.
+///
+/// A policy is a small struct with a trivially copyable `Params` aggregate (runtime constants,
+/// computed on the host by `calibrate` and passed by value to kernels) and `QFLASH_HOST_DEVICE
+/// static constexpr` functions. These concepts state exactly what the reference and the CUDA
+/// kernel call, so a downstream policy that satisfies them works in both.
+#pragma once
+
+#include <concepts>
+#include <cstdint>
+#include <type_traits>
+
+#include "qflash/core/fixed_point.hpp"
+#include "qflash/core/status.hpp"
+
+namespace qflash {
+
+struct Exp2Value;
+struct RowState;
+struct MergeFactors;
+
+/// Runtime constants of a policy: plain data that can be memcpy'd to a GPU.
+template <class P>
+concept PolicyParams = std::is_trivially_copyable_v<P> && std::is_default_constructible_v<P>;
+
+/// Scores (exact int32 Q K^T) plus a Q16-octave bias -> integer logits; `calibrate` derives the
+/// Params from sm_scale (octaves per Q K^T unit) and the head dim.
+template <class L>
+concept LogitPolicy = PolicyParams<typename L::Params> &&
+    requires(std::int32_t score, std::int32_t bias, const typename L::Params& prm,
+             typename L::Params& out, double sm_scale, int head_dim) {
+  { L::apply(score, bias, prm) } -> std::same_as<std::int32_t>;
+  { L::calibrate(sm_scale, head_dim, out) } -> std::same_as<Status>;
+};
+
+/// Distance below a maximum -> probability p in [0, pmax] and its row-sum weight; `rescale_q30`
+/// gives 2^-d in Q1.30. pmax <= 255 so that P fits the u8 operand of the tensor-core P V.
+template <class E>
+concept Exp2Policy = PolicyParams<typename E::Params> &&
+    requires(std::int32_t u, const typename E::Params& prm, typename E::Params& out, double x) {
+  { E::pmax } -> std::convertible_to<int>;
+  { E::sum_bits } -> std::convertible_to<int>;
+  { E::apply(u, prm) } -> std::same_as<Exp2Value>;
+  { E::rescale_q30(u, prm) } -> std::same_as<std::int32_t>;
+  { E::calibrate(x, out) } -> std::same_as<Status>;
+} &&(E::pmax >= 1 && E::pmax <= 255 && E::sum_bits >= 0 && E::sum_bits <= 8);
+
+/// The online-softmax merge rule (see policy/online_softmax.hpp).
+template <class S>
+concept SoftmaxPolicy = Exp2Policy<typename S::exp_policy> &&
+    requires(RowState& row, const RowState& crow, std::int32_t m, std::int64_t l,
+             const typename S::exp_policy::Params& prm, std::int32_t x, MergeFactors f) {
+  { S::max_keys } -> std::convertible_to<std::int64_t>;
+  { S::reference_max(crow, m) } -> std::same_as<std::int32_t>;
+  { S::merge_row(row, m, l, prm) } -> std::same_as<MergeFactors>;
+  { S::merge_element(x, x, f) } -> std::same_as<std::int32_t>;
+};
+
+/// Final normalisation into the output element type; `calibrate(v_scale, out_scale, sum_bits)`.
+template <class O>
+concept OutputPolicy = PolicyParams<typename O::Params> &&
+    std::is_trivially_copyable_v<typename O::value_type> &&
+    requires(std::int32_t acc, std::int64_t l, const typename O::Params& prm,
+             typename O::Params& out, double scale, int bits) {
+  { O::apply(acc, l, prm) } -> std::same_as<typename O::value_type>;
+  { O::calibrate(scale, scale, bits, out) } -> std::same_as<Status>;
+  { O::default_scale_divisor() } -> std::convertible_to<double>;
+};
+
+/// A kernel configuration: the policy bundle plus the KV block size that fixes the result
+/// (online rescaling rounds once per KV block, so the reference must use the same block_n).
+template <class C>
+concept KernelConfig = LogitPolicy<typename C::Logit> && Exp2Policy<typename C::Exp> &&
+    SoftmaxPolicy<typename C::Softmax> &&
+    std::same_as<typename C::Softmax::exp_policy, typename C::Exp> && requires {
+  { C::block_n } -> std::convertible_to<int>;
+  { C::output_rounding } -> std::convertible_to<Rounding>;
+} &&(C::block_n == 32 || C::block_n == 64 || C::block_n == 128);
+
+}  // namespace qflash

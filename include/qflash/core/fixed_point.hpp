@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file
+/// Fixed-point primitives with defined results for every input.
+///
+/// C++ leaves `x >> s` undefined for s >= width, and x86 masks the count while the GPU clamps it
+/// (x >> 32 is x on the host, 0 or -1 on an H100). Every data-dependent shift in qflash therefore
+/// goes through one of these helpers, which state their result for every count. Products that can
+/// exceed 31 bits are formed in 64 bits. One rounding rule is used throughout: round half away
+/// from zero, unless a function's name says otherwise.
+#pragma once
+
+#include <cstdint>
+
+#include "qflash/core/config.hpp"
+#include "qflash/core/int_traits.hpp"
+
+namespace qflash {
+
+/// How a quotient or a right shift is rounded to an integer.
+enum class Rounding : std::uint8_t {
+  half_away_from_zero,  ///< 2.5 -> 3, -2.5 -> -3 (qflash's default)
+  toward_zero,          ///< truncation, as C++ integer division (the published QFlash output)
+};
+
+/// floor(x / 2^s) for s >= 0: an arithmetic shift, saturating to 0 or -1 for s >= 32.
+QFLASH_HOST_DEVICE constexpr std::int32_t shift_right_floor(std::int32_t x, int s) noexcept {
+  return s >= 32 ? (x < 0 ? -1 : 0) : (x >> s);
+}
+
+/// floor(x / 2^s) for s >= 0: an arithmetic shift, saturating to 0 or -1 for s >= 64.
+QFLASH_HOST_DEVICE constexpr std::int64_t shift_right_floor(std::int64_t x, int s) noexcept {
+  return s >= 64 ? (x < 0 ? -1 : 0) : (x >> s);
+}
+
+/// round(x / 2^s), half away from zero, for 0 <= x < 2^31 and s >= 0 (0 for s >= 32).
+/// The hot-path form: two shifts, one add, no branch but the count clamp.
+QFLASH_HOST_DEVICE constexpr std::uint32_t round_shift_nonneg(std::uint32_t x, int s) noexcept {
+  // ((2x >> s) + 1) >> 1 == floor(x / 2^s + 1/2); 2x fits in 32 bits because x < 2^31.
+  return s >= 32 ? 0u : ((((x << 1) >> s) + 1u) >> 1);
+}
+
+/// round(x / 2^s), half away from zero, for every int64 x and every s >= 0.
+QFLASH_HOST_DEVICE constexpr std::int64_t round_shift(std::int64_t x, int s) noexcept {
+  if (s <= 0) return x;
+  // Work on the magnitude in uint64 so that INT64_MIN and the +half cannot overflow.
+  const std::uint64_t mag =
+      x < 0 ? std::uint64_t{0} - static_cast<std::uint64_t>(x) : static_cast<std::uint64_t>(x);
+  const std::uint64_t floor_part = s >= 64 ? 0u : (mag >> s);
+  const std::uint64_t half_bit = s > 64 ? 0u : ((mag >> (s - 1)) & 1u);
+  const std::uint64_t rounded = floor_part + half_bit;  // <= 2^63, fits after negation
+  return x < 0 ? static_cast<std::int64_t>(std::uint64_t{0} - rounded)
+               : static_cast<std::int64_t>(rounded);
+}
+
+/// round(x / 2^s), half away from zero, for every int32 x and every s >= 0.
+QFLASH_HOST_DEVICE constexpr std::int32_t round_shift(std::int32_t x, int s) noexcept {
+  return static_cast<std::int32_t>(round_shift(static_cast<std::int64_t>(x), s));
+}
+
+/// round(a * b / 2^s), half away from zero. The product is exact in 64 bits for int32 inputs.
+QFLASH_HOST_DEVICE constexpr std::int64_t mul_round_shift(std::int32_t a, std::int32_t b,
+                                                          int s) noexcept {
+  return round_shift(static_cast<std::int64_t>(a) * static_cast<std::int64_t>(b), s);
+}
+
+/// round(a * b / 2^s) for an int64 `a`; requires |a * b| < 2^63 (callers state the bound).
+QFLASH_HOST_DEVICE constexpr std::int64_t mul_round_shift(std::int64_t a, std::int32_t b,
+                                                          int s) noexcept {
+  return round_shift(a * static_cast<std::int64_t>(b), s);
+}
+
+/// x clamped to the range of OutT.
+template <std::integral OutT, std::integral InT>
+QFLASH_HOST_DEVICE constexpr OutT saturate_cast(InT x) noexcept {
+  using Wide = std::conditional_t<std::is_signed_v<InT>, std::int64_t, std::uint64_t>;
+  static_assert(sizeof(InT) <= 8, "saturate_cast: at most 64-bit inputs");
+  if constexpr (std::is_signed_v<InT> == std::is_signed_v<OutT> && sizeof(OutT) >= sizeof(InT)) {
+    return static_cast<OutT>(x);
+  } else if constexpr (std::is_signed_v<InT>) {
+    const auto wide = static_cast<std::int64_t>(x);
+    constexpr auto lo = static_cast<std::int64_t>(IntTraits<OutT>::min);
+    constexpr auto hi = std::is_signed_v<OutT> || sizeof(OutT) < 8
+                            ? static_cast<std::int64_t>(IntTraits<OutT>::max)
+                            : IntTraits<std::int64_t>::max;
+    return static_cast<OutT>(clamp(wide, lo, hi));
+  } else {
+    const auto wide = static_cast<Wide>(x);
+    constexpr auto hi = static_cast<std::uint64_t>(IntTraits<OutT>::max);
+    return static_cast<OutT>(wide > hi ? hi : wide);
+  }
+}
+
+/// num / den rounded as `mode` says, for den > 0 and every int64 num.
+/// Works on magnitudes in uint64: no intermediate can overflow.
+QFLASH_HOST_DEVICE constexpr std::int64_t divide_rounded(std::int64_t num, std::int64_t den,
+                                                         Rounding mode) noexcept {
+  const bool negative = num < 0;
+  const std::uint64_t mag = negative ? std::uint64_t{0} - static_cast<std::uint64_t>(num)
+                                     : static_cast<std::uint64_t>(num);
+  const auto uden = static_cast<std::uint64_t>(den);
+  std::uint64_t quotient = mag / uden;
+  if (mode == Rounding::half_away_from_zero) {
+    const std::uint64_t remainder = mag - quotient * uden;
+    if (remainder >= uden - remainder) ++quotient;  // 2r >= den without overflow
+  }
+  return negative ? static_cast<std::int64_t>(std::uint64_t{0} - quotient)
+                  : static_cast<std::int64_t>(quotient);
+}
+
+}  // namespace qflash

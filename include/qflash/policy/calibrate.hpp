@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file
+/// Calibration: float scales -> the integer `HeadParams` of every policy in a configuration.
+///
+/// Data flows one way: float scales -> calibrate -> integer Params (plain structs passed by
+/// value) -> flash_step -> output policy. `calibrate_head` is the per-head core; it uses only
+/// IEEE double multiplications and divisions (no libm, no additions that could be fused) and
+/// integer operations on the bits, so a device-side calibration produces the same integers as
+/// the host. `calibrate` is the host entry point with full input validation.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "qflash/attention/problem.hpp"
+#include "qflash/core/concepts.hpp"
+#include "qflash/core/config.hpp"
+#include "qflash/core/dyadic.hpp"
+#include "qflash/core/status.hpp"
+
+namespace qflash {
+
+/// log2(e), the factor that turns a natural-log softmax into base 2.
+inline constexpr double kLog2e = 1.4426950408889634;
+
+/// All runtime constants of one head: one Params aggregate per policy.
+template <KernelConfig Cfg, OutputPolicy Output>
+struct HeadParams {
+  typename Cfg::Logit::Params logit;
+  typename Cfg::Exp::Params exp;
+  typename Output::Params output;
+};
+
+/// Calibrates one head from its scales (real value = scale * integer value).
+/// `out_scale` <= 0 selects the output type's default (s_v / Output::default_scale_divisor()).
+template <KernelConfig Cfg, OutputPolicy Output>
+QFLASH_HOST_DEVICE constexpr Status calibrate_head(double q_scale, double k_scale, double v_scale,
+                                                   double out_scale, double softmax_scale,
+                                                   int head_dim,
+                                                   HeadParams<Cfg, Output>& out) noexcept {
+  if (!is_supported_head_dim(head_dim)) return Status::unsupported_head_dim;
+  if (!is_positive_finite(q_scale) || !is_positive_finite(k_scale) ||
+      !is_positive_finite(v_scale) || !is_positive_finite(softmax_scale)) {
+    return Status::invalid_scale;
+  }
+  if (!(out_scale <= 0.0) && !is_positive_finite(out_scale)) return Status::invalid_scale;
+  // Octaves per Q K^T unit, multiplied in a fixed order.
+  const double sm_scale = kLog2e * softmax_scale * q_scale * k_scale;
+  if (!is_positive_finite(sm_scale)) return Status::scale_out_of_range;
+  HeadParams<Cfg, Output> params{};
+  Status s = Cfg::Logit::calibrate(sm_scale, head_dim, params.logit);
+  if (s != Status::ok) return s;
+  s = Cfg::Exp::calibrate(sm_scale, params.exp);
+  if (s != Status::ok) return s;
+  const double resolved_out =
+      out_scale > 0.0 ? out_scale : v_scale / Output::default_scale_divisor();
+  s = Output::calibrate(v_scale, resolved_out, Cfg::Exp::sum_bits, params.output);
+  if (s != Status::ok) return s;
+  out = params;
+  return Status::ok;
+}
+
+/// Per-tensor (1 value) or per-head (H values) float scales of one attention layer.
+struct QuantScales {
+  std::span<const float> q, k, v;  ///< each of size 1 or H
+  std::span<const float> out{};    ///< empty: the output type's default; else size 1 or H
+  double softmax_scale = 0.0;      ///< 0: 1 / sqrt(head_dim)
+};
+
+/// Fills `out` (size 1 for one set shared by all heads, or H) from `scales`. Every scale must be
+/// finite and positive, and every derived multiplier representable; on error nothing is written.
+template <KernelConfig Cfg, OutputPolicy Output>
+Status calibrate(const QuantScales& scales, int head_dim, std::span<HeadParams<Cfg, Output>> out) {
+  if (out.empty()) return Status::param_count_mismatch;
+  const std::size_t heads = out.size();
+  const auto fits = [heads](std::span<const float> s) {
+    return s.size() == 1 || s.size() == heads;
+  };
+  if (!fits(scales.q) || !fits(scales.k) || !fits(scales.v) ||
+      (!scales.out.empty() && !fits(scales.out))) {
+    return Status::param_count_mismatch;
+  }
+  if (!is_supported_head_dim(head_dim)) return Status::unsupported_head_dim;
+  const double softmax_scale =
+      scales.softmax_scale != 0.0 ? scales.softmax_scale : 1.0 / std::sqrt(double(head_dim));
+  const auto pick = [](std::span<const float> s, std::size_t h) {
+    return static_cast<double>(s.size() == 1 ? s[0] : s[h]);
+  };
+  std::vector<HeadParams<Cfg, Output>> result(heads);
+  for (std::size_t h = 0; h < heads; ++h) {
+    const double out_scale = scales.out.empty() ? 0.0 : pick(scales.out, h);
+    if (!scales.out.empty() && !is_positive_finite(out_scale)) return Status::invalid_scale;
+    const Status s =
+        calibrate_head<Cfg, Output>(pick(scales.q, h), pick(scales.k, h), pick(scales.v, h),
+                                    out_scale, softmax_scale, head_dim, result[h]);
+    if (s != Status::ok) return s;
+  }
+  for (std::size_t h = 0; h < heads; ++h) out[h] = result[h];
+  return Status::ok;
+}
+
+}  // namespace qflash

@@ -1,0 +1,212 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file
+/// Integer exp2 policies: the probability of one score, and the online-softmax rescale factor.
+///
+/// Every exp2 policy maps a non-negative distance `u` below a reference maximum (in the units of
+/// its logit policy) to a probability `p = round(Pmax * 2^-u)` in [0, Pmax], plus a finer
+/// `weight = p * 2^sum_bits` that feeds the row sum. `rescale_q30(d)` is 2^-d in Q1.30, used to
+/// move accumulators from one maximum to a larger one; 2^30 (exactly one) when d == 0.
+#pragma once
+
+#include <concepts>
+#include <cstdint>
+
+#include "qflash/core/config.hpp"
+#include "qflash/core/dyadic.hpp"
+#include "qflash/core/fixed_point.hpp"
+#include "qflash/core/int_traits.hpp"
+#include "qflash/core/status.hpp"
+
+namespace qflash {
+
+/// One probability: `p` goes into P V, `weight` (p with `sum_bits` more fraction bits) into l.
+struct Exp2Value {
+  std::int32_t p;
+  std::int32_t weight;
+};
+
+/// 1.0 in Q1.30: the rescale factor that leaves a value unchanged.
+inline constexpr std::int32_t kOneQ30 = std::int32_t{1} << 30;
+
+namespace detail {
+
+/// round(x) for constant expressions (coefficient tables). |x| < 2^62.
+constexpr std::int64_t constant_round(double x) noexcept {
+  return x >= 0 ? static_cast<std::int64_t>(x + 0.5) : -static_cast<std::int64_t>(-x + 0.5);
+}
+
+/// floor(x / 2^s + 1/2) for 1 <= s < 32 and |x| + 2^(s-1) < 2^31: one add and one shift.
+QFLASH_HOST_DEVICE constexpr std::int32_t round_half_up_shift(std::int32_t x, int s) noexcept {
+  return (x + (std::int32_t{1} << (s - 1))) >> s;
+}
+
+/// Coefficients c_k of 2^-x ~ sum_k c_k x^k on [0, 1), endpoint-exact: c_0 = 1, sum c_k = 1/2.
+template <int Degree>
+struct Exp2Coefficients;
+
+/// Quadratic, max relative error 0.27 % (numerics brief, section 3).
+template <>
+struct Exp2Coefficients<2> {
+  static constexpr double c[3] = {1.0, -0.66988, 0.16988};
+};
+
+/// Cubic, max relative error 0.012 %.
+template <>
+struct Exp2Coefficients<3> {
+  static constexpr double c[4] = {1.0, -0.69160, 0.23100, -0.03940};
+};
+
+}  // namespace detail
+
+/// Polynomial exp2 in the log2 fixed-point domain: the "R+" exp of docs/numerics.md.
+///
+/// - In: u >= 0 in Q(F) octaves below the reference maximum (u < 0 is treated as 0), u < 2^31.
+/// - Split: q = u >> F (whole octaves), f = u & (2^F - 1) (fraction, Q(F)).
+/// - E(f) = Horner polynomial with Pmax * 2^G folded into the coefficients, so
+///   E ~ Pmax * 2^G * 2^(-f / 2^F), in [Pmax * 2^(G-1), Pmax * 2^G]. Horner steps round half up
+///   (floor(x + 1/2)); every product is < 2^31 because |a_k| < 2^(31-F) and f < 2^F.
+/// - Out: p = round(E / 2^(q+G)) in [0, Pmax], weight = round(E / 2^(q+G-SumBits)); both round
+///   half away from zero; 0 once q + G >= 32.
+/// - Error: the polynomial's (0.27 % quadratic, 0.012 % cubic) plus the final rounding.
+/// - Origin: qflash numerics brief section 3 (design "R+"), replacing QFlash's linear 2^f.
+template <int Degree = 2, int Pmax = 255, int SumBits = 6, int F = 16>
+struct PolyExp2 {
+  static_assert(Degree == 2 || Degree == 3, "PolyExp2: Degree must be 2 or 3");
+  static_assert(Pmax >= 1 && Pmax <= 255, "PolyExp2: Pmax must be in [1, 255] (u8 P)");
+  static_assert(F >= 8 && F <= 20, "PolyExp2: F (fraction bits) must be in [8, 20]");
+
+  struct Params {};  ///< no runtime constants: the coefficients are compile-time
+
+  static constexpr int pmax = Pmax;
+  static constexpr int sum_bits = SumBits;
+  static constexpr int fraction_bits = F;
+
+  /// Largest G with Pmax * 2^G < 2^(31-F): keeps every Horner product inside int32.
+  static constexpr int guard_bits = [] {
+    int g = 0;
+    while ((std::int64_t{Pmax} << (g + 1)) < (std::int64_t{1} << (31 - F))) ++g;
+    return g;
+  }();
+  static_assert(guard_bits >= SumBits, "PolyExp2: SumBits exceeds the precision of E");
+
+  /// a_k = round(c_k * Pmax * 2^G); a_0 = Pmax * 2^G exactly.
+  static constexpr std::int32_t coefficient(int k) noexcept {
+    return static_cast<std::int32_t>(
+        detail::constant_round(detail::Exp2Coefficients<Degree>::c[k] *
+                               static_cast<double>(std::int64_t{Pmax} << guard_bits)));
+  }
+  /// b_k = round(c_k * 2^30), the same polynomial in Q1.30 for rescale factors.
+  static constexpr std::int64_t coefficient_q30(int k) noexcept {
+    return detail::constant_round(detail::Exp2Coefficients<Degree>::c[k] * 1073741824.0);
+  }
+
+  /// E(f) ~ Pmax * 2^G * 2^(-f / 2^F) for 0 <= f < 2^F.
+  QFLASH_HOST_DEVICE static constexpr std::int32_t mantissa(std::int32_t f) noexcept {
+    std::int32_t e = coefficient(Degree);
+    QFLASH_UNROLL
+    for (int k = Degree - 1; k >= 0; --k)
+      e = coefficient(k) + detail::round_half_up_shift(f * e, F);
+    return e;
+  }
+
+  QFLASH_HOST_DEVICE static constexpr Exp2Value apply(std::int32_t u, Params = {}) noexcept {
+    const std::int32_t nonneg = u < 0 ? 0 : u;
+    const int octaves = nonneg >> F;
+    const std::int32_t fraction = nonneg & ((std::int32_t{1} << F) - 1);
+    const auto e = static_cast<std::uint32_t>(mantissa(fraction));
+    return Exp2Value{
+        static_cast<std::int32_t>(round_shift_nonneg(e, octaves + guard_bits)),
+        static_cast<std::int32_t>(round_shift_nonneg(e, octaves + guard_bits - SumBits))};
+  }
+
+  /// 2^(-d / 2^F) in Q1.30 for d >= 0 (d < 0 is treated as 0): at most 2^30, exactly 2^30 at 0.
+  QFLASH_HOST_DEVICE static constexpr std::int32_t rescale_q30(std::int32_t d,
+                                                               Params = {}) noexcept {
+    const std::int32_t nonneg = d < 0 ? 0 : d;
+    const int octaves = nonneg >> F;
+    const std::int64_t fraction = nonneg & ((std::int32_t{1} << F) - 1);
+    std::int64_t e = coefficient_q30(Degree);  // |partial sums| <= 2^30, products < 2^(30+F)
+    QFLASH_UNROLL
+    for (int k = Degree - 1; k >= 0; --k) {
+      e = coefficient_q30(k) + ((fraction * e + (std::int64_t{1} << (F - 1))) >> F);
+    }
+    return static_cast<std::int32_t>(round_shift(e, octaves));
+  }
+
+  /// No runtime constants to derive; present for the calibration interface.
+  QFLASH_HOST_DEVICE static constexpr Status calibrate(double /*octaves_per_unit*/,
+                                                       Params& /*out*/) noexcept {
+    return Status::ok;
+  }
+};
+
+/// The published QFlash exp2 (`exp2_i32_shift` + `requantize`), with its defects fixed.
+///
+/// Units: u is in raw Q K^T units (the logit policy is `PaperLogit`); R = round(1 / sm_scale)
+/// units make one octave, sm_scale = log2(e) * softmax_scale * s_q * s_k.
+/// - q = floor(-x * exp_m / 2^16) with x = -u, exp_m = round(-sm_scale * 2^16) (an estimate of
+///   floor(u / R)); r = x + q * R; p = ((r >> 1) + R) >> q: R * 2^-q * (1 + f / 2), the linear
+///   fraction of I-ViT's Shiftmax (up to 6.15 % high).
+/// - P = (p * req_m + 2^15) >> 16 with req_m = round(sm_scale * 127 * 2^16): 7-bit P, Pmax = 127.
+/// Fixed defects (numerics brief section 2): all arithmetic in int64 (no int32 overflow of
+/// x * exp_m); a negative base ((r >> 1) + R < 0) gives 0 instead of -1; shifts of 63 or more give
+/// 0; P is clamped to [0, 127] (no wrap of 128 to -128). Masked entries never reach this function.
+/// The row sum uses P itself (sum_bits = 0), as the paper does.
+struct PaperShiftExp2 {
+  struct Params {
+    std::int32_t r;      ///< round(1 / sm_scale), in [1, 2^24]
+    std::int32_t exp_m;  ///< round(-sm_scale * 2^16), in [-2^17, 0]
+    std::int32_t req_m;  ///< round(sm_scale * 127 * 2^16)
+    std::int32_t l_m;    ///< round(2^30 / r): turns a p value in [0, r] into Q1.30
+  };
+
+  static constexpr int pmax = 127;
+  static constexpr int sum_bits = 0;
+  static constexpr std::int32_t max_r = std::int32_t{1} << 24;
+
+  /// The linear-fraction shift exp: ~ R * 2^(-u / R), in [0, 2R].
+  QFLASH_HOST_DEVICE static constexpr std::int64_t shift_exp(std::int32_t u,
+                                                             const Params& prm) noexcept {
+    // Bounds: |x| < 2^31, |exp_m| <= 2^17, so 0 <= q < 2^32; q * r < 2^56; all int64.
+    const std::int64_t x = -static_cast<std::int64_t>(u < 0 ? 0 : u);
+    const std::int64_t q = (x * prm.exp_m) >> 16;
+    const std::int64_t r = x + q * prm.r;
+    const std::int64_t base = (r >> 1) + prm.r;
+    if (base <= 0) return 0;
+    const std::int64_t p = shift_right_floor(base, q >= 63 ? 63 : static_cast<int>(q));
+    const std::int64_t cap = std::int64_t{2} * prm.r;  // any p >= 2R already saturates P at 127
+    return p < cap ? p : cap;
+  }
+
+  QFLASH_HOST_DEVICE static constexpr Exp2Value apply(std::int32_t u, const Params& prm) noexcept {
+    const std::int64_t p = shift_exp(u, prm);
+    const std::int64_t requantized = (p * prm.req_m + (std::int64_t{1} << 15)) >> 16;
+    const auto clamped = static_cast<std::int32_t>(requantized > pmax ? pmax : requantized);
+    return Exp2Value{clamped, clamped};
+  }
+
+  /// alpha * l_m with alpha = shift_exp(d): the paper's scale_release factor, capped at 2^30.
+  QFLASH_HOST_DEVICE static constexpr std::int32_t rescale_q30(std::int32_t d,
+                                                               const Params& prm) noexcept {
+    const std::int64_t factor = shift_exp(d, prm) * prm.l_m;
+    return static_cast<std::int32_t>(factor > kOneQ30 ? kOneQ30 : factor);
+  }
+
+  /// The released code's host constants from sm_scale (octaves per Q K^T unit). R must land in
+  /// [1, 2^24]: below, one unit spans more than an octave; above, req_m loses its precision.
+  QFLASH_HOST_DEVICE static constexpr Status calibrate(double sm_scale, Params& out) noexcept {
+    if (!is_positive_finite(sm_scale)) return Status::invalid_scale;
+    const double inverse = 1.0 / sm_scale;
+    if (!(inverse >= 0.5) || !(inverse < static_cast<double>(max_r) + 0.5)) {
+      return Status::scale_out_of_range;
+    }
+    const auto r = static_cast<std::int32_t>(round_to_int64(inverse));
+    out.r = r;
+    out.exp_m = static_cast<std::int32_t>(round_to_int64(-sm_scale * 65536.0));
+    out.req_m = static_cast<std::int32_t>(round_to_int64(sm_scale * 127.0 * 65536.0));
+    out.l_m = static_cast<std::int32_t>(round_to_int64(1073741824.0 / static_cast<double>(r)));
+    return Status::ok;
+  }
+};
+
+}  // namespace qflash
