@@ -89,24 +89,36 @@ struct PolyExp2 {
   }();
   static_assert(guard_bits >= SumBits, "PolyExp2: SumBits exceeds the precision of E");
 
-  /// a_k = round(c_k * Pmax * 2^G); a_0 = Pmax * 2^G exactly.
-  static constexpr std::int32_t coefficient(int k) noexcept {
-    return static_cast<std::int32_t>(
-        detail::constant_round(detail::Exp2Coefficients<Degree>::c[k] *
-                               static_cast<double>(std::int64_t{Pmax} << guard_bits)));
-  }
+  /// a_k = round(c_k * Pmax * 2^G); a_0 = Pmax * 2^G exactly. Compile-time constants only: no
+  /// floating-point arithmetic reaches device code.
+  template <int K>
+  static constexpr std::int32_t coefficient = static_cast<std::int32_t>(
+      detail::constant_round(detail::Exp2Coefficients<Degree>::c[K] *
+                             static_cast<double>(std::int64_t{Pmax} << guard_bits)));
   /// b_k = round(c_k * 2^30), the same polynomial in Q1.30 for rescale factors.
-  static constexpr std::int64_t coefficient_q30(int k) noexcept {
-    return detail::constant_round(detail::Exp2Coefficients<Degree>::c[k] * 1073741824.0);
+  template <int K>
+  static constexpr std::int64_t coefficient_q30 =
+      detail::constant_round(detail::Exp2Coefficients<Degree>::c[K] * 1073741824.0);
+
+  /// Horner from degree K upwards: a_K + f * (a_{K+1} + f * (...)) / 2^F, rounding half up.
+  template <int K = 0>
+  QFLASH_HOST_DEVICE static constexpr std::int32_t mantissa(std::int32_t f) noexcept {
+    if constexpr (K == Degree) {
+      return coefficient<K>;
+    } else {
+      return coefficient<K> + detail::round_half_up_shift(f * mantissa<K + 1>(f), F);
+    }
   }
 
-  /// E(f) ~ Pmax * 2^G * 2^(-f / 2^F) for 0 <= f < 2^F.
-  QFLASH_HOST_DEVICE static constexpr std::int32_t mantissa(std::int32_t f) noexcept {
-    std::int32_t e = coefficient(Degree);
-    QFLASH_UNROLL
-    for (int k = Degree - 1; k >= 0; --k)
-      e = coefficient(k) + detail::round_half_up_shift(f * e, F);
-    return e;
+  /// The Q1.30 Horner evaluation, in int64 (products < 2^(30+F)).
+  template <int K = 0>
+  QFLASH_HOST_DEVICE static constexpr std::int64_t mantissa_q30(std::int64_t f) noexcept {
+    if constexpr (K == Degree) {
+      return coefficient_q30<K>;
+    } else {
+      return coefficient_q30<K> +
+             ((f * mantissa_q30<K + 1>(f) + (std::int64_t{1} << (F - 1))) >> F);
+    }
   }
 
   QFLASH_HOST_DEVICE static constexpr Exp2Value apply(std::int32_t u, Params = {}) noexcept {
@@ -125,12 +137,7 @@ struct PolyExp2 {
     const std::int32_t nonneg = d < 0 ? 0 : d;
     const int octaves = nonneg >> F;
     const std::int64_t fraction = nonneg & ((std::int32_t{1} << F) - 1);
-    std::int64_t e = coefficient_q30(Degree);  // |partial sums| <= 2^30, products < 2^(30+F)
-    QFLASH_UNROLL
-    for (int k = Degree - 1; k >= 0; --k) {
-      e = coefficient_q30(k) + ((fraction * e + (std::int64_t{1} << (F - 1))) >> F);
-    }
-    return static_cast<std::int32_t>(round_shift(e, octaves));
+    return static_cast<std::int32_t>(round_shift(mantissa_q30(fraction), octaves));
   }
 
   /// No runtime constants to derive; present for the calibration interface.
