@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "qflash/core/config.hpp"
 #include "qflash/core/int_traits.hpp"
@@ -26,6 +27,13 @@ struct Tensor4 {
   QFLASH_HOST_DEVICE constexpr T& operator()(std::int64_t z, std::int64_t h, std::int64_t n,
                                              std::int64_t d) const noexcept {
     return data[offset(z, h, n, d)];
+  }
+  /// The same view with read-only elements.
+  template <class U = T>
+  requires(!std::is_const_v<U>) QFLASH_HOST_DEVICE constexpr operator Tensor4<const U>()
+      const noexcept {
+    return Tensor4<const U>{data,         batch,       heads,      seq,       dim,
+                            stride_batch, stride_head, stride_seq, stride_dim};
   }
   /// Number of elements Z * H * N * D.
   QFLASH_HOST_DEVICE constexpr std::int64_t size() const noexcept {

@@ -46,7 +46,7 @@ struct Requantize {
 
   /// The default output scale for this type: V's scale for 8-bit outputs, s_v / 2^8 for 16-bit
   /// and s_v / 2^16 for 32-bit ones (|O| <= 128 * 2^16 fits int32).
-  static constexpr double default_scale_divisor() noexcept {
+  QFLASH_HOST_DEVICE static constexpr double default_scale_divisor() noexcept {
     return sizeof(OutT) == 1 ? 1.0 : (sizeof(OutT) == 2 ? 256.0 : 65536.0);
   }
 
@@ -91,7 +91,9 @@ struct DequantizeFloat16 {
     return Float16{float_to_half_bits(product)};
   }
 
-  static constexpr double default_scale_divisor() noexcept { return integer_scale_divisor; }
+  QFLASH_HOST_DEVICE static constexpr double default_scale_divisor() noexcept {
+    return integer_scale_divisor;
+  }
 
   /// `out_scale` is unused: the float output carries its own scale.
   QFLASH_HOST_DEVICE static constexpr Status calibrate(double v_scale, double /*out_scale*/,

@@ -1,0 +1,6 @@
+// SPDX-License-Identifier: Apache-2.0
+// Kernel instantiations of preset precise_cubic with s32 output (internal, see
+// qflash_instances.hpp).
+#include "instance.cuh"
+
+QFLASH_DEFINE_INSTANCE(precise_cubic, s32, qflash::presets::PreciseCubic, std::int32_t)

@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file
+/// Host launcher of the fused kernel: validates every argument, then enqueues one kernel on the
+/// caller's stream. No host synchronisation and no allocation, so it can be captured in a CUDA
+/// graph. Returns a named `Status`; on any error nothing is launched and nothing is written.
+///
+/// Requirements beyond `qflash::validate` (the reference has none of these):
+///  - Q, K, V: unit stride along D; batch, head and token strides multiples of 16 elements;
+///    data pointers 16-byte aligned (16-byte cp.async rows). BHND and BNHD tensors from
+///    cudaMalloc with D in {32, 64, 80, 96, 128} satisfy this. (unsupported_stride /
+///    misaligned_pointer otherwise.)
+///  - Host-side parameters: at most kMaxInlineHeads (64) entries, or pass a device pointer.
+///  - A device of compute capability 8.0 or newer (unsupported_device).
+///  - Relative-position indices are clamped into the table on the device; validate the index
+///    map once on the host with `qflash::validate_bias_indices`.
+#pragma once
+
+#if !defined(__CUDACC__)
+#error "qflash/device/*.cuh needs nvcc (CUDA C++)"
+#endif
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <span>
+
+#include "qflash/attention/validate.hpp"
+#include "qflash/device/kernel.cuh"
+
+namespace qflash::device {
+
+/// Warps per CTA used by the launcher (16 query rows per warp).
+inline constexpr int kDefaultWarps = 4;
+
+namespace detail {
+
+inline bool is_aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
+
+inline bool has_cp_async_strides(const Tensor4<const std::int8_t>& t) {
+  return t.stride_dim == 1 && t.stride_seq % 16 == 0 && t.stride_head % 16 == 0 &&
+         t.stride_batch % 16 == 0;
+}
+
+inline Status check_device() {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();
+    return Status::no_cuda_device;
+  }
+  int major = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+    cudaGetLastError();
+    return Status::cuda_error;
+  }
+  return major >= 8 ? Status::ok : Status::unsupported_device;
+}
+
+template <KernelConfig Cfg, OutputPolicy Output, int D>
+Status launch_for_dim(const KernelArgs<Cfg, Output>& args, std::int64_t blocks,
+                      cudaStream_t stream) {
+  using Shape = KernelShape<Cfg, D, kDefaultWarps>;
+  auto kernel = flash_attention_kernel<Cfg, Output, D, kDefaultWarps>;
+  if constexpr (Shape::smem_bytes > 48 * 1024) {
+    static const cudaError_t configured = cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Shape::smem_bytes);
+    if (configured != cudaSuccess) return Status::cuda_error;
+  }
+  kernel<<<static_cast<unsigned>(blocks), Shape::threads, Shape::smem_bytes, stream>>>(args);
+  return cudaPeekAtLastError() == cudaSuccess ? Status::ok : Status::cuda_error;
+}
+
+template <KernelConfig Cfg, OutputPolicy Output>
+Status launch(const AttentionProblem& problem, const Tensor4<typename Output::value_type>& out,
+              const HeadParams<Cfg, Output>* device_params,
+              std::span<const HeadParams<Cfg, Output>> host_params, cudaStream_t stream) {
+  const void* params_ptr =
+      device_params != nullptr ? static_cast<const void*>(device_params) : host_params.data();
+  const auto count = static_cast<std::int64_t>(host_params.size());
+  Status s = validate<Cfg>(problem, out, params_ptr, count);
+  if (s != Status::ok) return s;
+  for (const auto* t : {&problem.q, &problem.k, &problem.v}) {
+    if (!has_cp_async_strides(*t)) return Status::unsupported_stride;
+    if (!is_aligned16(t->data)) return Status::misaligned_pointer;
+  }
+  if (device_params == nullptr && count > kMaxInlineHeads) return Status::too_many_heads;
+  s = check_device();
+  if (s != Status::ok) return s;
+
+  constexpr int block_m = 16 * kDefaultWarps;
+  const std::int64_t q_tiles = (problem.q.seq + block_m - 1) / block_m;
+  const std::int64_t blocks = q_tiles * problem.q.heads * problem.q.batch;
+  if (blocks > 0x7fffffff) return Status::too_many_heads;
+
+  KernelArgs<Cfg, Output> args{};
+  args.problem = problem;
+  args.out = out;
+  args.device_params = device_params;
+  args.param_count = count;
+  args.q_tiles = static_cast<std::int32_t>(q_tiles);
+  if (device_params == nullptr) {
+    for (std::int64_t i = 0; i < count; ++i)
+      args.inline_params[i] = host_params[static_cast<std::size_t>(i)];
+  }
+  switch (problem.q.dim) {
+    case 32:
+      return launch_for_dim<Cfg, Output, 32>(args, blocks, stream);
+    case 64:
+      return launch_for_dim<Cfg, Output, 64>(args, blocks, stream);
+    case 80:
+      return launch_for_dim<Cfg, Output, 80>(args, blocks, stream);
+    case 96:
+      return launch_for_dim<Cfg, Output, 96>(args, blocks, stream);
+    case 128:
+      return launch_for_dim<Cfg, Output, 128>(args, blocks, stream);
+    default:
+      return Status::unsupported_head_dim;
+  }
+}
+
+}  // namespace detail
+
+/// Integer attention on the GPU with host-side head parameters (1 or H entries, at most 64),
+/// carried by value in the launch. `problem` and `out` hold device pointers.
+template <KernelConfig Cfg, OutputPolicy Output>
+Status flash_attention(const AttentionProblem& problem,
+                       std::span<const HeadParams<Cfg, Output>> host_params,
+                       const Tensor4<typename Output::value_type>& out, cudaStream_t stream = 0) {
+  return detail::launch<Cfg, Output>(problem, out, nullptr, host_params, stream);
+}
+
+/// Integer attention on the GPU with head parameters already in device memory (`count` = 1 or
+/// H), e.g. written by `calibrate_on_device` after a device quantize pass.
+template <KernelConfig Cfg, OutputPolicy Output>
+Status flash_attention(const AttentionProblem& problem,
+                       const HeadParams<Cfg, Output>* device_params, std::int64_t count,
+                       const Tensor4<typename Output::value_type>& out, cudaStream_t stream = 0) {
+  if (device_params == nullptr) return Status::null_pointer;
+  // The span only carries the count; its data pointer is never dereferenced on the host.
+  return detail::launch<Cfg, Output>(
+      problem, out, device_params,
+      std::span<const HeadParams<Cfg, Output>>(device_params, static_cast<std::size_t>(count)),
+      stream);
+}
+
+}  // namespace qflash::device

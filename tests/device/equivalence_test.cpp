@@ -1,0 +1,202 @@
+// SPDX-License-Identifier: Apache-2.0
+// GPU output == host reference, bit for bit: the paper's workloads, edge sets, Swin-shaped bias
+// and masks, and seeded random configurations. Every mismatch report names the seed, the count
+// and the first and last differing indices.
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "qflash_instances.hpp"
+#include "support/catch.hpp"
+
+namespace {
+
+using qflash::BiasKind;
+using qflash::Status;
+using qflash::instances::OutputType;
+using qflash::instances::Preset;
+using qflash::reference::EquivalenceCase;
+using qflash::reference::InputPattern;
+using qflash::reference::Layout;
+
+constexpr Preset kPresets[] = {Preset::paper, Preset::precise, Preset::precise_cubic};
+constexpr OutputType kOutputs[] = {OutputType::s8, OutputType::s16, OutputType::s32,
+                                   OutputType::f16};
+
+struct Workload {
+  const char* name;
+  std::int64_t z, h, n, d;
+};
+constexpr Workload kPaperWorkloads[] = {
+    {"A1", 1, 3, 197, 64}, {"A2", 1, 6, 197, 64}, {"A3", 1, 12, 197, 64}, {"A4", 64, 3, 49, 32},
+    {"A5", 16, 6, 49, 32}, {"A6", 4, 12, 49, 32}, {"A7", 1, 24, 49, 32}};
+
+/// Runs one case for one (preset, output) and reports any mismatch with its full description.
+int run_case(Preset p, OutputType o, const EquivalenceCase& c, const std::string& label) {
+  const auto report = qflash::instances::ops(p, o).check(c);
+  INFO(label << " preset " << qflash::instances::name(p) << " output " << qflash::instances::name(o)
+             << ": " << report.describe());
+  CHECK(report.status == Status::ok);
+  CHECK(report.mismatches == 0);
+  CHECK(report.elements == c.batch * c.heads * c.seq_q * c.head_dim);
+  return report.passed() ? 0 : 1;
+}
+
+/// Count of random configurations, overridable (e.g. smaller under compute-sanitizer).
+int random_case_count() {
+  const char* env = std::getenv("QFLASH_RANDOM_CASES");
+  return env != nullptr ? std::atoi(env) : 1200;
+}
+
+}  // namespace
+
+TEST_CASE("gpu == reference: A1-A7 at batch 1 and 8, every preset and output", "[gpu][paper]") {
+  int failures = 0;
+  for (const Workload& w : kPaperWorkloads) {
+    for (const std::int64_t batch : {1, 8}) {
+      for (const Preset p : kPresets) {
+        for (const OutputType o : kOutputs) {
+          EquivalenceCase c;
+          c.batch = w.z * batch;
+          c.heads = w.h;
+          c.seq_q = c.seq_kv = w.n;
+          c.head_dim = w.d;
+          c.seed = 199 + static_cast<std::uint64_t>(batch);
+          failures += run_case(p, o, c, std::string(w.name) + " b" + std::to_string(batch));
+        }
+      }
+    }
+  }
+  CHECK(failures == 0);
+}
+
+TEST_CASE("gpu == reference: edge sets", "[gpu][edge]") {
+  struct Edge {
+    const char* name;
+    EquivalenceCase c;
+  };
+  std::vector<Edge> edges;
+  const auto add = [&edges](const char* name, auto&& tweak) {
+    EquivalenceCase c;
+    c.heads = 2;
+    c.seq_q = c.seq_kv = 197;
+    tweak(c);
+    edges.push_back({name, c});
+  };
+  add("all 127", [](EquivalenceCase& c) {
+    c.pattern = InputPattern::all_max;
+    c.head_dim = 128;
+  });
+  add("all -128", [](EquivalenceCase& c) {
+    c.pattern = InputPattern::all_min;
+    c.head_dim = 128;
+  });
+  add("dominant logit", [](EquivalenceCase& c) { c.pattern = InputPattern::dominant_logit; });
+  add("flat attention", [](EquivalenceCase& c) { c.pattern = InputPattern::small_range; });
+  add("fully masked rows", [](EquivalenceCase& c) {
+    c.mask_windows = 1;
+    c.masked_rows = true;
+  });
+  add("N = 1", [](EquivalenceCase& c) { c.seq_q = c.seq_kv = 1; });
+  add("N = 33", [](EquivalenceCase& c) { c.seq_q = c.seq_kv = 33; });
+  add("N = 129 (no block multiple)", [](EquivalenceCase& c) { c.seq_q = c.seq_kv = 129; });
+  add("Nq 65, Nkv 300", [](EquivalenceCase& c) {
+    c.seq_q = 65;
+    c.seq_kv = 300;
+  });
+  add("D = 128", [](EquivalenceCase& c) { c.head_dim = 128; });
+  add("D = 80", [](EquivalenceCase& c) { c.head_dim = 80; });
+  add("D = 96", [](EquivalenceCase& c) { c.head_dim = 96; });
+  add("BNHD layout", [](EquivalenceCase& c) { c.layout = Layout::bnhd; });
+  add("padded rows", [](EquivalenceCase& c) {
+    c.layout = Layout::padded;
+    c.head_dim = 80;
+  });
+  add("per-head params", [](EquivalenceCase& c) {
+    c.heads = 5;
+    c.per_head_params = true;
+  });
+  add("device params", [](EquivalenceCase& c) {
+    c.heads = 3;
+    c.per_head_params = true;
+    c.device_params = true;
+  });
+  add("calibrated output scale", [](EquivalenceCase& c) { c.out_scale_factor = 0.3; });
+  add("1/sm_scale = 30", [](EquivalenceCase& c) { c.inv_sm_scale = 30; });
+  add("1/sm_scale = 101 (paper wraps P)", [](EquivalenceCase& c) { c.inv_sm_scale = 101; });
+  add("1/sm_scale = 162 (paper gives P = -1)", [](EquivalenceCase& c) { c.inv_sm_scale = 162; });
+  add("1/sm_scale = 1e6", [](EquivalenceCase& c) { c.inv_sm_scale = 1e6; });
+  add("long sequence 4096", [](EquivalenceCase& c) {
+    c.heads = 1;
+    c.seq_q = 64;
+    c.seq_kv = 4096;
+  });
+  int failures = 0;
+  for (const Edge& e : edges) {
+    for (const Preset p : kPresets) {
+      for (const OutputType o : kOutputs) failures += run_case(p, o, e.c, e.name);
+    }
+  }
+  CHECK(failures == 0);
+}
+
+TEST_CASE("gpu == reference: Swin bias tables and shifted-window masks", "[gpu][swin]") {
+  int failures = 0;
+  for (const Preset p : kPresets) {
+    for (const OutputType o : kOutputs) {
+      EquivalenceCase c;
+      c.batch = 2 * 4;  // 2 images x 4 windows
+      c.heads = 3;
+      c.seq_q = c.seq_kv = 49;
+      c.head_dim = 32;
+      c.bias = BiasKind::relative_table;
+      c.mask_windows = 4;
+      c.seed = 7;
+      failures += run_case(p, o, c, "swin table + mask");
+      c.bias = BiasKind::dense;
+      c.bias_shared_by_heads = true;
+      failures += run_case(p, o, c, "dense shared bias + mask");
+    }
+  }
+  CHECK(failures == 0);
+}
+
+TEST_CASE("gpu == reference: seeded random configurations", "[gpu][random]") {
+  const int count = random_case_count();
+  std::mt19937_64 rng(20261127);
+  const auto pick = [&rng](std::int64_t lo, std::int64_t hi) {
+    return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
+  };
+  constexpr std::int64_t kDims[] = {32, 64, 80, 96, 128};
+  int failures = 0;
+  for (int i = 0; i < count; ++i) {
+    EquivalenceCase c;
+    c.seed = 1000 + static_cast<std::uint64_t>(i);
+    c.heads = pick(1, 4);
+    c.seq_q = pick(1, 260);
+    c.seq_kv = pick(0, 3) == 0 ? c.seq_q : pick(1, 300);
+    c.head_dim = kDims[pick(0, 4)];
+    c.layout = static_cast<Layout>(pick(0, 2));
+    c.pattern = pick(0, 9) == 0 ? InputPattern::small_range : InputPattern::uniform;
+    c.bias = static_cast<BiasKind>(pick(0, 2));
+    c.bias_shared_by_heads = pick(0, 1) == 1;
+    c.mask_windows = pick(0, 2) == 0 ? pick(1, 3) : 0;
+    c.batch = c.mask_windows > 0 ? c.mask_windows * pick(1, 2) : pick(1, 3);
+    c.masked_rows = pick(0, 1) == 1;
+    c.per_head_params = pick(0, 1) == 1;
+    c.device_params = pick(0, 3) == 0;
+    // 1/sm_scale log-uniform in [30, 1e6]: the regime where the released kernel breaks.
+    c.inv_sm_scale =
+        std::exp(std::uniform_real_distribution<double>(std::log(30.0), std::log(1e6))(rng));
+    if (pick(0, 4) == 0)
+      c.out_scale_factor = std::uniform_real_distribution<double>(0.05, 2.0)(rng);
+    const auto p = kPresets[pick(0, 2)];
+    const auto o = kOutputs[pick(0, 3)];
+    failures += run_case(p, o, c, "random case " + std::to_string(i));
+  }
+  INFO(count << " random configurations");
+  CHECK(failures == 0);
+}
