@@ -1,0 +1,141 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file
+/// The float oracle: softmax attention in double precision on float inputs, with Eigen.
+///
+/// It is the accuracy target of every integer configuration (compared by SQNR, never for
+/// equality). It takes the same bias layouts and the same mask as the integer entry points, so one
+/// problem description serves both: the bias in nats (FloatBias), the mask as an AttentionMask.
+#pragma once
+
+#include <Eigen/Core>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "qflash/attention/problem.hpp"
+#include "qflash/attention/validate.hpp"
+#include "qflash/core/dyadic.hpp"
+#include "qflash/core/status.hpp"
+#include "qflash/reference/quantize.hpp"
+
+namespace qflash::reference {
+
+/// Checks the arguments of `attention_float` in the order `qflash::validate` uses, with the same
+/// Status codes: null_pointer, empty_problem, shape_mismatch, invalid_stride, bias_shape_mismatch,
+/// mask_shape_mismatch, invalid_scale (softmax_scale not finite and positive),
+/// bias_index_out_of_range. Unlike the integer entry points, any head dim D >= 1 is accepted and
+/// there is no bound on the number of keys.
+inline Status validate_float_attention(const Tensor4<const float>& q, const Tensor4<const float>& k,
+                                       const Tensor4<const float>& v, const FloatBias& bias,
+                                       const AttentionMask& mask, double softmax_scale,
+                                       const Tensor4<double>& out) {
+  if (q.data == nullptr || k.data == nullptr || v.data == nullptr || out.data == nullptr) {
+    return Status::null_pointer;
+  }
+  if (bias.kind != BiasKind::none &&
+      (bias.values == nullptr ||
+       (bias.kind == BiasKind::relative_table && bias.index == nullptr))) {
+    return Status::null_pointer;
+  }
+  if (mask.windows != 0 && mask.data == nullptr) return Status::null_pointer;
+
+  const std::int64_t z = q.batch, h = q.heads, nq = q.seq, nkv = k.seq, d = q.dim;
+  if (z <= 0 || h <= 0 || nq <= 0 || nkv <= 0 || d <= 0) return Status::empty_problem;
+  const auto same_zhd = [&](auto const& t) { return t.batch == z && t.heads == h && t.dim == d; };
+  if (!same_zhd(k) || !same_zhd(v) || !same_zhd(out) || v.seq != nkv || out.seq != nq) {
+    return Status::shape_mismatch;
+  }
+  if (qflash::detail::has_negative_stride(q) || qflash::detail::has_negative_stride(k) ||
+      qflash::detail::has_negative_stride(v) || qflash::detail::has_negative_stride(out) ||
+      !qflash::detail::is_non_overlapping(out)) {
+    return Status::invalid_stride;
+  }
+  if (bias.kind != BiasKind::none) {
+    if ((bias.heads != 1 && bias.heads != h) || bias.rows != nq || bias.cols != nkv) {
+      return Status::bias_shape_mismatch;
+    }
+    if (bias.kind == BiasKind::relative_table &&
+        (bias.table_size <= 0 || bias.stride_head < 0 || bias.stride_entry < 0)) {
+      return Status::bias_shape_mismatch;
+    }
+  }
+  if (mask.windows != 0 &&
+      (mask.windows < 0 || mask.rows != nq || mask.cols != nkv || z % mask.windows != 0)) {
+    return Status::mask_shape_mismatch;
+  }
+  if (!is_positive_finite(softmax_scale)) return Status::invalid_scale;
+  return validate_bias_indices(bias.layout());
+}
+
+/// Exact softmax attention in double precision:
+///   out[z, h, i, :] = sum_j softmax_j(softmax_scale * q_i . k_j + bias(h, i, j)) v_j
+/// over the keys j visible to query i under `mask` (nonzero = visible; batch element z uses
+/// window z % mask.windows; no mask when windows == 0). Units: the bias is in nats, added to the
+/// scaled logits. Every product, sum and exp is in double; the softmax subtracts the row maximum.
+/// A row with no visible key (or whose visible logits are all -inf) outputs 0, the integer
+/// kernels' convention. NaN inputs propagate. Q, K, V and O may have any strides (O must not
+/// overlap itself); Nq may differ from Nkv. Returns the Status of `validate_float_attention` and
+/// writes nothing unless it is Status::ok.
+inline Status attention_float(const Tensor4<const float>& q, const Tensor4<const float>& k,
+                              const Tensor4<const float>& v, const FloatBias& bias,
+                              const AttentionMask& mask, double softmax_scale,
+                              const Tensor4<double>& out) {
+  const Status status = validate_float_attention(q, k, v, bias, mask, softmax_scale, out);
+  if (status != Status::ok) return status;
+
+  using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const std::int64_t nq = q.seq, nkv = k.seq, dim = q.dim;
+  // Query rows are processed in blocks so that the score matrix stays small for long sequences.
+  constexpr std::int64_t kRowBlock = 256;
+  constexpr double kMinusInfinity = -std::numeric_limits<double>::infinity();
+  Matrix keys(nkv, dim), values(nkv, dim), queries, scores, weights, result;
+
+  for (std::int64_t z = 0; z < q.batch; ++z) {
+    for (std::int64_t h = 0; h < q.heads; ++h) {
+      for (std::int64_t j = 0; j < nkv; ++j) {
+        for (std::int64_t c = 0; c < dim; ++c) {
+          keys(j, c) = static_cast<double>(k(z, h, j, c));
+          values(j, c) = static_cast<double>(v(z, h, j, c));
+        }
+      }
+      for (std::int64_t row0 = 0; row0 < nq; row0 += kRowBlock) {
+        const std::int64_t rows = nq - row0 < kRowBlock ? nq - row0 : kRowBlock;
+        queries.resize(rows, dim);
+        for (std::int64_t i = 0; i < rows; ++i) {
+          for (std::int64_t c = 0; c < dim; ++c) {
+            queries(i, c) = static_cast<double>(q(z, h, row0 + i, c));
+          }
+        }
+        scores.noalias() = queries * keys.transpose();
+        weights.resize(rows, nkv);
+        for (std::int64_t i = 0; i < rows; ++i) {
+          const std::int64_t row = row0 + i;
+          double row_max = kMinusInfinity;
+          for (std::int64_t j = 0; j < nkv; ++j) {
+            const double logit =
+                mask.visible(z, row, j)
+                    ? softmax_scale * scores(i, j) + static_cast<double>(bias.at(h, row, j))
+                    : kMinusInfinity;
+            scores(i, j) = logit;
+            if (logit > row_max) row_max = logit;
+          }
+          double row_sum = 0.0;
+          for (std::int64_t j = 0; j < nkv; ++j) {
+            // exp(-inf - finite) is exactly 0: hidden keys get no weight.
+            const double w = row_max == kMinusInfinity ? 0.0 : std::exp(scores(i, j) - row_max);
+            weights(i, j) = w;
+            row_sum += w;
+          }
+          if (row_sum > 0.0) weights.row(i) /= row_sum;
+        }
+        result.noalias() = weights * values;
+        for (std::int64_t i = 0; i < rows; ++i) {
+          for (std::int64_t c = 0; c < dim; ++c) out(z, h, row0 + i, c) = result(i, c);
+        }
+      }
+    }
+  }
+  return Status::ok;
+}
+
+}  // namespace qflash::reference

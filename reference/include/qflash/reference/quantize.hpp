@@ -1,0 +1,325 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file
+/// The float -> integer conventions of qflash: symmetric int8 scales, quantization of Q/K/V,
+/// dequantization, the nats -> Q16-octave bias conversion, and rounding through binary16.
+///
+/// These are the host definitions that a GPU quantize pass must reproduce bit for bit, so every
+/// function states its arithmetic exactly: which operations are float (IEEE binary32, round to
+/// nearest even) and which are double, and how the result is rounded and clamped.
+#pragma once
+
+#include <cmath>
+#include <concepts>
+#include <cstdint>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "qflash/attention/problem.hpp"
+#include "qflash/attention/validate.hpp"
+#include "qflash/core/dyadic.hpp"
+#include "qflash/core/float16.hpp"
+#include "qflash/core/int_traits.hpp"
+#include "qflash/core/status.hpp"
+#include "qflash/policy/calibrate.hpp"
+#include "qflash/policy/logit.hpp"
+
+namespace qflash::reference {
+
+// ---------------------------------------------------------------------------------------------
+// Scales
+// ---------------------------------------------------------------------------------------------
+
+/// Largest magnitude of a symmetric int8 code: codes are in [-127, 127] (-128 is never produced).
+inline constexpr int kInt8Limit = 127;
+
+/// The symmetric int8 scale of a tensor whose largest magnitude is `amax` (real value = scale *
+/// code): `amax / 127.0f`, one binary32 division rounded to nearest even; 1.0f when amax == 0
+/// (an all-zero tensor quantizes to zeros at any scale). An amax below 127 * 2^-149 underflows to
+/// a zero scale, and a NaN or infinite amax gives a NaN or infinite scale: `quantize` rejects
+/// those with Status::invalid_scale.
+inline float symmetric_scale(float amax) noexcept {
+  return amax == 0.0f ? 1.0f : amax / static_cast<float>(kInt8Limit);
+}
+
+/// max |x| over every element of `x` (binary32, exact). NaN elements are ignored; 0 for an empty
+/// tensor.
+inline float amax(const Tensor4<const float>& x) noexcept {
+  float result = 0.0f;
+  for (std::int64_t z = 0; z < x.batch; ++z) {
+    for (std::int64_t h = 0; h < x.heads; ++h) {
+      for (std::int64_t n = 0; n < x.seq; ++n) {
+        for (std::int64_t d = 0; d < x.dim; ++d) {
+          const float magnitude = std::fabs(x(z, h, n, d));
+          if (magnitude > result) result = magnitude;
+        }
+      }
+    }
+  }
+  return result;
+}
+
+/// max |x| for each head h over z, n and d: H values. NaN elements are ignored.
+inline std::vector<float> amax_per_head(const Tensor4<const float>& x) {
+  std::vector<float> result(static_cast<std::size_t>(x.heads > 0 ? x.heads : 0), 0.0f);
+  for (std::int64_t z = 0; z < x.batch; ++z) {
+    for (std::int64_t h = 0; h < x.heads; ++h) {
+      float& head_max = result[static_cast<std::size_t>(h)];
+      for (std::int64_t n = 0; n < x.seq; ++n) {
+        for (std::int64_t d = 0; d < x.dim; ++d) {
+          const float magnitude = std::fabs(x(z, h, n, d));
+          if (magnitude > head_max) head_max = magnitude;
+        }
+      }
+    }
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quantize / dequantize
+// ---------------------------------------------------------------------------------------------
+
+/// One int8 code: clamp(nearbyint(x / scale), -127, 127), where x / scale is a binary32 division
+/// and nearbyint rounds half to even (the default floating-point environment). +-inf quotients
+/// clamp to +-127; a NaN quotient gives 0.
+inline std::int8_t quantize_value(float x, float scale) noexcept {
+  const float rounded = std::nearbyint(x / scale);
+  if (std::isnan(rounded)) return 0;
+  const float limit = static_cast<float>(kInt8Limit);
+  return static_cast<std::int8_t>(clamp(rounded, -limit, limit));
+}
+
+namespace detail {
+
+/// Same Z, H, N and D.
+template <class A, class B>
+bool same_extents(const Tensor4<A>& a, const Tensor4<B>& b) noexcept {
+  return a.batch == b.batch && a.heads == b.heads && a.seq == b.seq && a.dim == b.dim;
+}
+
+/// Checks shared by quantize and dequantize: pointers, extents, strides, scale count and values.
+template <class In, class Out>
+Status validate_elementwise(const Tensor4<In>& in, std::span<const float> scales,
+                            const Tensor4<Out>& out) {
+  if (in.data == nullptr || out.data == nullptr) return Status::null_pointer;
+  if (in.batch <= 0 || in.heads <= 0 || in.seq <= 0 || in.dim <= 0) return Status::empty_problem;
+  if (!same_extents(in, out)) return Status::shape_mismatch;
+  if (qflash::detail::has_negative_stride(in) || qflash::detail::has_negative_stride(out) ||
+      !qflash::detail::is_non_overlapping(out)) {
+    return Status::invalid_stride;
+  }
+  if (scales.size() != 1 && scales.size() != static_cast<std::size_t>(in.heads)) {
+    return Status::param_count_mismatch;
+  }
+  for (const float s : scales) {
+    if (!is_positive_finite(static_cast<double>(s))) return Status::invalid_scale;
+  }
+  return Status::ok;
+}
+
+}  // namespace detail
+
+/// Quantizes `x` into `out` with one scale per tensor (scales.size() == 1) or per head
+/// (scales.size() == H): out = quantize_value(x, scale of the element's head).
+/// Returns null_pointer, empty_problem, shape_mismatch (extents differ), invalid_stride (negative
+/// strides or an overlapping output), param_count_mismatch, or invalid_scale (a scale that is not
+/// finite and positive); writes nothing unless it returns Status::ok.
+inline Status quantize(const Tensor4<const float>& x, std::span<const float> scales,
+                       const Tensor4<std::int8_t>& out) {
+  const Status s = detail::validate_elementwise(x, scales, out);
+  if (s != Status::ok) return s;
+  for (std::int64_t z = 0; z < x.batch; ++z) {
+    for (std::int64_t h = 0; h < x.heads; ++h) {
+      const float scale = scales[scales.size() == 1 ? 0 : static_cast<std::size_t>(h)];
+      for (std::int64_t n = 0; n < x.seq; ++n) {
+        for (std::int64_t d = 0; d < x.dim; ++d)
+          out(z, h, n, d) = quantize_value(x(z, h, n, d), scale);
+      }
+    }
+  }
+  return Status::ok;
+}
+
+/// The real values of int8 codes: out = scale * code, the product of a binary32 scale and a small
+/// integer formed exactly in double and rounded once to OutT (float: to nearest even, which equals
+/// a binary32 multiply; double: exact). Scales: 1 or H, as for `quantize`; same Status codes.
+template <class OutT>
+requires std::same_as<OutT, float> || std::same_as<OutT, double> Status
+dequantize(const Tensor4<const std::int8_t>& codes, std::span<const float> scales,
+           const Tensor4<OutT>& out) {
+  const Status s = detail::validate_elementwise(codes, scales, out);
+  if (s != Status::ok) return s;
+  for (std::int64_t z = 0; z < codes.batch; ++z) {
+    for (std::int64_t h = 0; h < codes.heads; ++h) {
+      const double scale =
+          static_cast<double>(scales[scales.size() == 1 ? 0 : static_cast<std::size_t>(h)]);
+      for (std::int64_t n = 0; n < codes.seq; ++n) {
+        for (std::int64_t d = 0; d < codes.dim; ++d) {
+          out(z, h, n, d) = static_cast<OutT>(scale * static_cast<double>(codes(z, h, n, d)));
+        }
+      }
+    }
+  }
+  return Status::ok;
+}
+
+/// Real values of a contiguous array of integer outputs at one scale: scale * value, in double
+/// (exact for |value| < 2^53 up to the one rounding of the product).
+template <std::integral IntT>
+std::vector<double> dequantize(std::span<const IntT> values, double scale) {
+  std::vector<double> result(values.size());
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    result[i] = scale * static_cast<double>(values[i]);
+  }
+  return result;
+}
+
+/// Real values of binary16 outputs (the DequantizeFloat16 policy's), exact.
+inline std::vector<double> dequantize(std::span<const Float16> values) {
+  std::vector<double> result(values.size());
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    result[i] = static_cast<double>(half_bits_to_float(values[i].bits));
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bias
+// ---------------------------------------------------------------------------------------------
+
+/// An additive attention bias in natural-log units (nats, added to the logits before the
+/// softmax): the float counterpart of `qflash::AttentionBias`, with the same layouts.
+/// - dense: values[(h * rows + i) * cols + j], contiguous [heads, Nq, Nkv].
+/// - relative_table: values[h * stride_head + index[i * cols + j] * stride_entry] (Swin).
+/// `heads` is H, or 1 to broadcast over heads. Shared by every batch element and window.
+struct FloatBias {
+  BiasKind kind = BiasKind::none;
+  const float* values = nullptr;
+  std::int64_t heads = 0;
+  std::int64_t rows = 0, cols = 0;      ///< must equal Nq and Nkv
+  const std::int32_t* index = nullptr;  ///< relative_table: contiguous [Nq, Nkv]
+  std::int64_t table_size = 0;          ///< relative_table: entries per head
+  std::int64_t stride_head = 0;         ///< relative_table: element stride between heads
+  std::int64_t stride_entry = 1;        ///< relative_table: element stride between entries
+
+  /// The bias of head h, query i, key j, in nats; 0 without a bias. Relative-table indices must
+  /// lie in [0, table_size) (validated by the callers; clamped here as AttentionBias does).
+  float at(std::int64_t h, std::int64_t i, std::int64_t j) const noexcept {
+    const std::int64_t head = heads == 1 ? 0 : h;
+    if (kind == BiasKind::dense) return values[(head * rows + i) * cols + j];
+    if (kind == BiasKind::relative_table) {
+      const std::int64_t entry = clamp<std::int64_t>(index[i * cols + j], 0, table_size - 1);
+      return values[head * stride_head + entry * stride_entry];
+    }
+    return 0.0f;
+  }
+
+  /// The same layout with integer values: the shape fields of an AttentionBias (values unset).
+  AttentionBias layout() const noexcept {
+    return AttentionBias{kind,  nullptr,    heads,       rows,        cols,
+                         index, table_size, stride_head, stride_entry};
+  }
+};
+
+/// A bias in nats -> Q16 octaves, the format of AttentionBias:
+/// round_half_away_from_zero((double)nats * log2(e) * 65536), saturated to
+/// [-kLogitHalfRange, kLogitHalfRange] = [-2^28, 2^28] (4096 octaves: any saturated bias already
+/// drives a probability to 0). -inf gives -2^28 (a saturated, not a masked, key: use a mask to
+/// hide keys), +inf gives 2^28, NaN gives 0. The double product rounds once (x 65536 is exact).
+inline std::int32_t quantize_bias(float nats) noexcept {
+  const double octaves_q16 = static_cast<double>(nats) * kLog2e * 65536.0;
+  const auto limit = static_cast<double>(kLogitHalfRange);
+  if (std::isnan(octaves_q16)) return 0;
+  if (octaves_q16 >= limit) return kLogitHalfRange;
+  if (octaves_q16 <= -limit) return -kLogitHalfRange;
+  return static_cast<std::int32_t>(round_to_int64(octaves_q16));
+}
+
+/// Element-wise `quantize_bias` of a contiguous array (a dense [heads, Nq, Nkv] bias, or one
+/// contiguous relative-position table). Returns shape_mismatch (and writes nothing) when the
+/// sizes differ.
+inline Status quantize_bias(std::span<const float> nats, std::span<std::int32_t> q16) {
+  if (nats.size() != q16.size()) return Status::shape_mismatch;
+  for (std::size_t i = 0; i < nats.size(); ++i) q16[i] = quantize_bias(nats[i]);
+  return Status::ok;
+}
+
+/// An integer bias that owns its values: `view()` is the AttentionBias to pass to an integer
+/// attention call (valid while this object lives and is not modified; the relative-table `index`
+/// pointer is borrowed from the FloatBias it came from).
+class QuantizedBias {
+ public:
+  QuantizedBias() = default;
+
+  /// The AttentionBias over the owned values (kind none for a default-constructed object).
+  AttentionBias view() const noexcept {
+    AttentionBias b = layout_;
+    b.values = values_.empty() ? nullptr : values_.data();
+    return b;
+  }
+  /// The Q16-octave values: dense [heads, Nq, Nkv], or a contiguous [heads, table_size] table.
+  std::span<const std::int32_t> values() const noexcept { return values_; }
+
+ private:
+  friend Status quantize_bias(const FloatBias& bias, QuantizedBias& out);
+  std::vector<std::int32_t> values_;
+  AttentionBias layout_{};
+};
+
+/// Converts a dense or relative-table FloatBias to Q16 octaves. A dense bias keeps its layout; a
+/// relative table is gathered into a contiguous [heads, table_size] table (stride_head =
+/// table_size, stride_entry = 1) that shares the index map. A `none` bias gives a `none` view.
+/// Returns null_pointer, or bias_shape_mismatch for non-positive extents, a negative table stride
+/// or heads == 0; writes nothing on error. Index values are checked where the bias is used.
+inline Status quantize_bias(const FloatBias& bias, QuantizedBias& out) {
+  if (bias.kind == BiasKind::none) {
+    out = QuantizedBias{};
+    return Status::ok;
+  }
+  if (bias.values == nullptr || (bias.kind == BiasKind::relative_table && bias.index == nullptr)) {
+    return Status::null_pointer;
+  }
+  if (bias.heads <= 0 || bias.rows <= 0 || bias.cols <= 0) return Status::bias_shape_mismatch;
+  QuantizedBias result;
+  result.layout_ = bias.layout();
+  if (bias.kind == BiasKind::dense) {
+    const std::int64_t count = bias.heads * bias.rows * bias.cols;
+    result.values_.resize(static_cast<std::size_t>(count));
+    const Status s = quantize_bias(std::span<const float>(bias.values, result.values_.size()),
+                                   std::span<std::int32_t>(result.values_));
+    if (s != Status::ok) return s;
+  } else {
+    if (bias.table_size <= 0 || bias.stride_head < 0 || bias.stride_entry < 0) {
+      return Status::bias_shape_mismatch;
+    }
+    result.values_.resize(static_cast<std::size_t>(bias.heads * bias.table_size));
+    for (std::int64_t h = 0; h < bias.heads; ++h) {
+      for (std::int64_t e = 0; e < bias.table_size; ++e) {
+        result.values_[static_cast<std::size_t>(h * bias.table_size + e)] =
+            quantize_bias(bias.values[h * bias.stride_head + e * bias.stride_entry]);
+      }
+    }
+    result.layout_.stride_head = bias.table_size;
+    result.layout_.stride_entry = 1;
+  }
+  out = std::move(result);
+  return Status::ok;
+}
+
+// ---------------------------------------------------------------------------------------------
+// binary16
+// ---------------------------------------------------------------------------------------------
+
+/// x rounded to the nearest binary16 value (ties to even; beyond 65504 -> +-inf) and back to
+/// float: what storing x in an fp16 tensor keeps.
+inline float round_through_half(float x) noexcept {
+  return half_bits_to_float(float_to_half_bits(x));
+}
+
+/// `round_through_half` on every element, in place.
+inline void round_through_half(std::span<float> values) noexcept {
+  for (float& x : values) x = round_through_half(x);
+}
+
+}  // namespace qflash::reference
