@@ -7,6 +7,7 @@
 #include <span>
 
 #include "qflash/device/launch.cuh"
+#include "qflash/device/quantize.cuh"
 #include "qflash/qflash.hpp"
 #include "qflash/reference/equivalence.cuh"
 #include "qflash/reference/flash_attention_int.hpp"
@@ -36,6 +37,14 @@ struct Instance {
         scales, head_dim,
         std::span<Params>(static_cast<Params*>(params), static_cast<std::size_t>(count)));
   }
+  static bool params_equal(const void* a, const void* b, std::int64_t count) {
+    const auto* pa = static_cast<const Params*>(a);
+    const auto* pb = static_cast<const Params*>(b);
+    for (std::int64_t i = 0; i < count; ++i) {
+      if (!(pa[i] == pb[i])) return false;
+    }
+    return true;
+  }
   static Status run_reference(const AttentionProblem& p, const void* params, std::int64_t count,
                               void* out, const std::int64_t (&s)[4]) {
     return reference::flash_attention<Cfg, Output>(p, params_span(params, count),
@@ -46,7 +55,49 @@ struct Instance {
     return device::flash_attention<Cfg, Output>(p, params_span(params, count), out_view(p, out, s),
                                                 static_cast<cudaStream_t>(stream));
   }
-  static constexpr Ops ops{sizeof(Params), &check, &calibrate_params, &run_reference, &launch};
+  static Tensor4<const __half> as_half(const Tensor4<const std::uint16_t>& t) {
+    return Tensor4<const __half>{reinterpret_cast<const __half*>(t.data),
+                                 t.batch,
+                                 t.heads,
+                                 t.seq,
+                                 t.dim,
+                                 t.stride_batch,
+                                 t.stride_head,
+                                 t.stride_seq,
+                                 t.stride_dim};
+  }
+  static Status quantize_half(const Tensor4<const std::uint16_t>& q,
+                              const Tensor4<const std::uint16_t>& k,
+                              const Tensor4<const std::uint16_t>& v,
+                              const HalfPipelineWorkspace& ws, void* stream) {
+    const auto st = static_cast<cudaStream_t>(stream);
+    const auto granularity =
+        ws.count == 1 ? device::ScaleGranularity::per_tensor : device::ScaleGranularity::per_head;
+    Status s = device::quantize_qkv(as_half(q), as_half(k), as_half(v), granularity, ws.scales,
+                                    ws.amax, bhnd(ws.q8, q.batch, q.heads, q.seq, q.dim),
+                                    bhnd(ws.k8, k.batch, k.heads, k.seq, k.dim),
+                                    bhnd(ws.v8, v.batch, v.heads, v.seq, v.dim), st);
+    if (s != Status::ok) return s;
+    return device::calibrate_on_device<Cfg, Output>(
+        ws.scales, nullptr, ws.count, static_cast<int>(q.dim), 0.0, static_cast<Params*>(ws.params),
+        ws.statuses, st);
+  }
+  static Status launch_from_half(const Tensor4<const std::uint16_t>& q,
+                                 const Tensor4<const std::uint16_t>& k,
+                                 const Tensor4<const std::uint16_t>& v, void* out,
+                                 const std::int64_t (&s)[4], const HalfPipelineWorkspace& ws,
+                                 void* stream) {
+    Status status = quantize_half(q, k, v, ws, stream);
+    if (status != Status::ok) return status;
+    AttentionProblem p{bhnd<const std::int8_t>(ws.q8, q.batch, q.heads, q.seq, q.dim),
+                       bhnd<const std::int8_t>(ws.k8, k.batch, k.heads, k.seq, k.dim),
+                       bhnd<const std::int8_t>(ws.v8, v.batch, v.heads, v.seq, v.dim)};
+    return device::flash_attention<Cfg, Output>(p, static_cast<const Params*>(ws.params), ws.count,
+                                                out_view(p, out, s),
+                                                static_cast<cudaStream_t>(stream));
+  }
+  static constexpr Ops ops{sizeof(Params), &check,  &calibrate_params, &params_equal,
+                           &run_reference, &launch, &launch_from_half, &quantize_half};
 };
 
 }  // namespace qflash::instances::detail

@@ -32,18 +32,43 @@ struct GpuInfo {
 };
 GpuInfo gpu_info();
 
+/// Device memory of the fp16 pipeline (quantize -> calibrate on device -> attention): int8 Q, K, V
+/// in BHND (Q: Z*H*Nq*D bytes, K and V: Z*H*Nkv*D bytes each), 3 * count scale floats and as
+/// many amax floats, `count` head-parameter sets (params_size bytes each) and statuses.
+struct HalfPipelineWorkspace {
+  std::int8_t *q8 = nullptr, *k8 = nullptr, *v8 = nullptr;
+  float *scales = nullptr, *amax = nullptr;
+  void* params = nullptr;
+  Status* statuses = nullptr;
+  std::int64_t count = 1;  ///< 1: per-tensor scales; H: per-head scales
+};
+
 /// One (preset, output type) pair, type-erased. `params` always points to an array of
 /// HeadParams<Cfg, OutputFor<Cfg, OutT>> of the pair, of length `count` (1 or H).
 struct Ops {
   std::size_t params_size;  ///< sizeof(HeadParams) of the pair
   reference::EquivalenceReport (*check)(const reference::EquivalenceCase& c);
   Status (*calibrate)(const QuantScales& scales, int head_dim, void* params, std::int64_t count);
+  /// Field-by-field equality of two parameter arrays (padding bytes ignored).
+  bool (*params_equal)(const void* a, const void* b, std::int64_t count);
   /// Host reference into a [Z, H, Nq, D] tensor at `out` with the given element strides.
   Status (*reference)(const AttentionProblem& host_problem, const void* params, std::int64_t count,
                       void* out, const std::int64_t (&out_strides)[4]);
   /// Device launch (device pointers in problem/out, host params), asynchronous on `stream`.
   Status (*launch)(const AttentionProblem& device_problem, const void* params, std::int64_t count,
                    void* out, const std::int64_t (&out_strides)[4], void* stream);
+  /// fp16 Q/K/V (binary16 bit patterns, device) -> quantize_qkv -> calibrate_on_device ->
+  /// attention with device-resident parameters: four stream-ordered launches, no host sync.
+  Status (*launch_from_half)(const Tensor4<const std::uint16_t>& q,
+                             const Tensor4<const std::uint16_t>& k,
+                             const Tensor4<const std::uint16_t>& v, void* out,
+                             const std::int64_t (&out_strides)[4], const HalfPipelineWorkspace& ws,
+                             void* stream);
+  /// Quantize + calibrate only (for tests): fills ws.q8/k8/v8, ws.scales, ws.params, statuses.
+  Status (*quantize_half)(const Tensor4<const std::uint16_t>& q,
+                          const Tensor4<const std::uint16_t>& k,
+                          const Tensor4<const std::uint16_t>& v, const HalfPipelineWorkspace& ws,
+                          void* stream);
 };
 
 const Ops& ops(Preset p, OutputType o);

@@ -2,11 +2,14 @@
 // GPU output == host reference, bit for bit: the paper's workloads, edge sets, Swin-shaped bias
 // and masks, and seeded random configurations. Every mismatch report names the seed, the count
 // and the first and last differing indices.
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "qflash_instances.hpp"
@@ -34,15 +37,41 @@ constexpr Workload kPaperWorkloads[] = {
     {"A1", 1, 3, 197, 64}, {"A2", 1, 6, 197, 64}, {"A3", 1, 12, 197, 64}, {"A4", 64, 3, 49, 32},
     {"A5", 16, 6, 49, 32}, {"A6", 4, 12, 49, 32}, {"A7", 1, 24, 49, 32}};
 
-/// Runs one case for one (preset, output) and reports any mismatch with its full description.
-int run_case(Preset p, OutputType o, const EquivalenceCase& c, const std::string& label) {
-  const auto report = qflash::instances::ops(p, o).check(c);
-  INFO(label << " preset " << qflash::instances::name(p) << " output " << qflash::instances::name(o)
-             << ": " << report.describe());
-  CHECK(report.status == Status::ok);
-  CHECK(report.mismatches == 0);
-  CHECK(report.elements == c.batch * c.heads * c.seq_q * c.head_dim);
-  return report.passed() ? 0 : 1;
+struct Job {
+  Preset preset;
+  OutputType output;
+  EquivalenceCase c;
+  std::string label;
+};
+
+/// Runs every job (host reference + GPU kernel) on a pool of threads -- the host reference
+/// dominates the time -- then checks each report on this thread (Catch2 is single-threaded).
+/// Returns the number of failing jobs.
+int run_jobs(const std::vector<Job>& jobs) {
+  std::vector<qflash::reference::EquivalenceReport> reports(jobs.size());
+  std::atomic<std::size_t> next{0};
+  const unsigned workers = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (unsigned w = 0; w < workers; ++w) {
+    pool.emplace_back([&] {
+      for (std::size_t i = next++; i < jobs.size(); i = next++) {
+        reports[i] = qflash::instances::ops(jobs[i].preset, jobs[i].output).check(jobs[i].c);
+      }
+    });
+  }
+  for (auto& t : pool) t.join();
+  int failures = 0;
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    const Job& j = jobs[i];
+    const auto& report = reports[i];
+    INFO(j.label << " preset " << qflash::instances::name(j.preset) << " output "
+                 << qflash::instances::name(j.output) << ": " << report.describe());
+    CHECK(report.status == Status::ok);
+    CHECK(report.mismatches == 0);
+    CHECK(report.elements == j.c.batch * j.c.heads * j.c.seq_q * j.c.head_dim);
+    failures += report.passed() ? 0 : 1;
+  }
+  return failures;
 }
 
 /// Count of random configurations, overridable (e.g. smaller under compute-sanitizer).
@@ -54,7 +83,7 @@ int random_case_count() {
 }  // namespace
 
 TEST_CASE("gpu == reference: A1-A7 at batch 1 and 8, every preset and output", "[gpu][paper]") {
-  int failures = 0;
+  std::vector<Job> jobs;
   for (const Workload& w : kPaperWorkloads) {
     for (const std::int64_t batch : {1, 8}) {
       for (const Preset p : kPresets) {
@@ -65,12 +94,12 @@ TEST_CASE("gpu == reference: A1-A7 at batch 1 and 8, every preset and output", "
           c.seq_q = c.seq_kv = w.n;
           c.head_dim = w.d;
           c.seed = 199 + static_cast<std::uint64_t>(batch);
-          failures += run_case(p, o, c, std::string(w.name) + " b" + std::to_string(batch));
+          jobs.push_back({p, o, c, std::string(w.name) + " b" + std::to_string(batch)});
         }
       }
     }
   }
-  CHECK(failures == 0);
+  CHECK(run_jobs(jobs) == 0);
 }
 
 TEST_CASE("gpu == reference: edge sets", "[gpu][edge]") {
@@ -134,17 +163,17 @@ TEST_CASE("gpu == reference: edge sets", "[gpu][edge]") {
     c.seq_q = 64;
     c.seq_kv = 4096;
   });
-  int failures = 0;
+  std::vector<Job> jobs;
   for (const Edge& e : edges) {
     for (const Preset p : kPresets) {
-      for (const OutputType o : kOutputs) failures += run_case(p, o, e.c, e.name);
+      for (const OutputType o : kOutputs) jobs.push_back({p, o, e.c, e.name});
     }
   }
-  CHECK(failures == 0);
+  CHECK(run_jobs(jobs) == 0);
 }
 
 TEST_CASE("gpu == reference: Swin bias tables and shifted-window masks", "[gpu][swin]") {
-  int failures = 0;
+  std::vector<Job> jobs;
   for (const Preset p : kPresets) {
     for (const OutputType o : kOutputs) {
       EquivalenceCase c;
@@ -155,13 +184,13 @@ TEST_CASE("gpu == reference: Swin bias tables and shifted-window masks", "[gpu][
       c.bias = BiasKind::relative_table;
       c.mask_windows = 4;
       c.seed = 7;
-      failures += run_case(p, o, c, "swin table + mask");
+      jobs.push_back({p, o, c, "swin table + mask"});
       c.bias = BiasKind::dense;
       c.bias_shared_by_heads = true;
-      failures += run_case(p, o, c, "dense shared bias + mask");
+      jobs.push_back({p, o, c, "dense shared bias + mask"});
     }
   }
-  CHECK(failures == 0);
+  CHECK(run_jobs(jobs) == 0);
 }
 
 TEST_CASE("gpu == reference: seeded random configurations", "[gpu][random]") {
@@ -171,7 +200,7 @@ TEST_CASE("gpu == reference: seeded random configurations", "[gpu][random]") {
     return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
   };
   constexpr std::int64_t kDims[] = {32, 64, 80, 96, 128};
-  int failures = 0;
+  std::vector<Job> jobs;
   for (int i = 0; i < count; ++i) {
     EquivalenceCase c;
     c.seed = 1000 + static_cast<std::uint64_t>(i);
@@ -195,8 +224,8 @@ TEST_CASE("gpu == reference: seeded random configurations", "[gpu][random]") {
       c.out_scale_factor = std::uniform_real_distribution<double>(0.05, 2.0)(rng);
     const auto p = kPresets[pick(0, 2)];
     const auto o = kOutputs[pick(0, 3)];
-    failures += run_case(p, o, c, "random case " + std::to_string(i));
+    jobs.push_back({p, o, c, "random case " + std::to_string(i)});
   }
   INFO(count << " random configurations");
-  CHECK(failures == 0);
+  CHECK(run_jobs(jobs) == 0);
 }

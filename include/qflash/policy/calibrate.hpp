@@ -31,6 +31,7 @@ struct HeadParams {
   typename Cfg::Logit::Params logit;
   typename Cfg::Exp::Params exp;
   typename Output::Params output;
+  friend constexpr bool operator==(const HeadParams&, const HeadParams&) = default;
 };
 
 /// Calibrates one head from its scales (real value = scale * integer value).

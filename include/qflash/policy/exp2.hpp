@@ -75,7 +75,9 @@ struct PolyExp2 {
   static_assert(Pmax >= 1 && Pmax <= 255, "PolyExp2: Pmax must be in [1, 255] (u8 P)");
   static_assert(F >= 8 && F <= 20, "PolyExp2: F (fraction bits) must be in [8, 20]");
 
-  struct Params {};  ///< no runtime constants: the coefficients are compile-time
+  struct Params {  ///< no runtime constants: the coefficients are compile-time
+    friend constexpr bool operator==(const Params&, const Params&) = default;
+  };
 
   static constexpr int pmax = Pmax;
   static constexpr int sum_bits = SumBits;
@@ -165,6 +167,7 @@ struct PaperShiftExp2 {
     std::int32_t exp_m;  ///< round(-sm_scale * 2^16), in [-2^17, 0]
     std::int32_t req_m;  ///< round(sm_scale * 127 * 2^16)
     std::int32_t l_m;    ///< round(2^30 / r): turns a p value in [0, r] into Q1.30
+    friend constexpr bool operator==(const Params&, const Params&) = default;
   };
 
   static constexpr int pmax = 127;

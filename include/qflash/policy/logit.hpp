@@ -44,6 +44,7 @@ struct Log2Logit {
   struct Params {
     std::int32_t multiplier;  ///< in [2^30, 2^31)
     std::int32_t shift;       ///< in [0, 62]
+    friend constexpr bool operator==(const Params&, const Params&) = default;
   };
   static constexpr int fraction_bits = F;
 
@@ -60,8 +61,8 @@ struct Log2Logit {
   QFLASH_HOST_DEVICE static constexpr std::int32_t apply(std::int32_t score, std::int32_t bias,
                                                          const Params& prm) noexcept {
     const std::int64_t scaled = mul_round_shift(score, prm.multiplier, prm.shift);
-    const auto saturated = static_cast<std::int32_t>(
-        clamp<std::int64_t>(scaled, -kLogitHalfRange, kLogitHalfRange));
+    const auto saturated =
+        static_cast<std::int32_t>(clamp<std::int64_t>(scaled, -kLogitHalfRange, kLogitHalfRange));
     return saturated + convert_bias(bias);
   }
 
@@ -87,6 +88,7 @@ struct Log2Logit {
 struct PaperLogit {
   struct Params {
     std::int32_t r;  ///< round(1 / sm_scale), in [1, 2^24]
+    friend constexpr bool operator==(const Params&, const Params&) = default;
   };
 
   QFLASH_HOST_DEVICE static constexpr std::int32_t apply(std::int32_t score, std::int32_t bias,

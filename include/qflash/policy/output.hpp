@@ -34,6 +34,7 @@ struct Requantize {
   struct Params {
     std::int32_t multiplier;  ///< in [2^30, 2^31)
     std::int32_t shift;       ///< in [0, 31]
+    friend constexpr bool operator==(const Params&, const Params&) = default;
   };
 
   QFLASH_HOST_DEVICE static constexpr OutT apply(std::int32_t acc, std::int64_t row_sum,
@@ -78,6 +79,7 @@ struct DequantizeFloat16 {
   struct Params {
     typename Integer::Params integer;
     float scale;  ///< s_v / 2^16
+    friend constexpr bool operator==(const Params&, const Params&) = default;
   };
 
   QFLASH_HOST_DEVICE static constexpr Float16 apply(std::int32_t acc, std::int64_t row_sum,

@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: Apache-2.0
+// The device quantize pass and device calibration equal the host helpers bit for bit, and the
+// fp16 pipeline (quantize -> calibrate on device -> attention) equals the host reference run on
+// the host-quantized inputs.
+#include "qflash/reference/quantize.hpp"
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "device/gpu_buffer.hpp"
+#include "qflash/core/float16.hpp"
+#include "qflash_instances.hpp"
+#include "support/catch.hpp"
+
+namespace {
+
+using namespace qflash;
+using instances::OutputType;
+using instances::Preset;
+using test::GpuBuffer;
+
+struct HalfTensor {
+  std::int64_t z, h, n, d;
+  std::vector<std::uint16_t> bits;
+  std::vector<float> values;  // the same numbers as floats (exact)
+};
+
+HalfTensor random_half(std::int64_t z, std::int64_t h, std::int64_t n, std::int64_t d,
+                       std::mt19937& rng, std::int64_t zero_head) {
+  HalfTensor t{z, h, n, d, {}, {}};
+  std::uniform_real_distribution<float> u(-4.0f, 4.0f);
+  for (std::int64_t i = 0; i < z * h * n * d; ++i) {
+    const std::int64_t head = (i / (n * d)) % h;
+    const std::uint16_t b = head == zero_head ? std::uint16_t{0} : float_to_half_bits(u(rng));
+    t.bits.push_back(b);
+    t.values.push_back(half_bits_to_float(b));
+  }
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("device quantize + calibrate == host quantize + calibrate", "[gpu][quantize]") {
+  std::mt19937 rng(11);
+  const std::int64_t z = 2, h = 3, nq = 50, nkv = 70, d = 64;
+  const HalfTensor q = random_half(z, h, nq, d, rng, -1);
+  const HalfTensor k = random_half(z, h, nkv, d, rng, -1);
+  const HalfTensor v = random_half(z, h, nkv, d, rng, 1);  // head 1 all zero: scale 1
+  GpuBuffer<std::uint16_t> dq(q.bits.size()), dk(k.bits.size()), dv(v.bits.size());
+  dq.upload(q.bits);
+  dk.upload(k.bits);
+  dv.upload(v.bits);
+
+  for (const Preset preset : {Preset::paper, Preset::precise}) {
+    for (const std::int64_t count : {std::int64_t{1}, h}) {
+      INFO("preset " << instances::name(preset) << ", scale count " << count);
+      const instances::Ops& ops = instances::ops(preset, OutputType::s8);
+      GpuBuffer<std::int8_t> q8(q.bits.size()), k8(k.bits.size()), v8(v.bits.size());
+      GpuBuffer<float> scales(3 * static_cast<std::size_t>(count)),
+          amax(3 * static_cast<std::size_t>(count));
+      GpuBuffer<unsigned char> params(ops.params_size * static_cast<std::size_t>(count));
+      GpuBuffer<Status> statuses(static_cast<std::size_t>(count));
+      instances::HalfPipelineWorkspace ws{q8.get(),   k8.get(),     v8.get(),       scales.get(),
+                                          amax.get(), params.get(), statuses.get(), count};
+      const auto view = [](const GpuBuffer<std::uint16_t>& b, const HalfTensor& t) {
+        return bhnd<const std::uint16_t>(b.get(), t.z, t.h, t.n, t.d);
+      };
+      REQUIRE(ops.quantize_half(view(dq, q), view(dk, k), view(dv, v), ws, nullptr) == Status::ok);
+
+      // Host: the same conventions.
+      std::vector<float> host_scales;
+      std::vector<std::vector<std::int8_t>> host_codes;
+      for (const HalfTensor* t : {&q, &k, &v}) {
+        const auto fview = bhnd<const float>(t->values.data(), t->z, t->h, t->n, t->d);
+        std::vector<float> s;
+        if (count == 1) {
+          s.push_back(reference::symmetric_scale(reference::amax(fview)));
+        } else {
+          for (const float a : reference::amax_per_head(fview))
+            s.push_back(reference::symmetric_scale(a));
+        }
+        std::vector<std::int8_t> codes(t->values.size());
+        REQUIRE(reference::quantize(fview, s, bhnd(codes.data(), t->z, t->h, t->n, t->d)) ==
+                Status::ok);
+        host_scales.insert(host_scales.end(), s.begin(), s.end());
+        host_codes.push_back(codes);
+      }
+      CHECK(scales.download() == host_scales);
+      CHECK(q8.download() == host_codes[0]);
+      CHECK(k8.download() == host_codes[1]);
+      CHECK(v8.download() == host_codes[2]);
+
+      std::vector<unsigned char> host_params(params.size());
+      const auto n = static_cast<std::size_t>(count);
+      const std::span<const float> all(host_scales);
+      REQUIRE(
+          ops.calibrate(QuantScales{all.subspan(0, n), all.subspan(n, n), all.subspan(2 * n, n)},
+                        static_cast<int>(d), host_params.data(), count) == Status::ok);
+      const auto device_params = params.download();
+      CHECK(ops.params_equal(device_params.data(), host_params.data(), count));
+      for (const Status s : statuses.download()) CHECK(s == Status::ok);
+    }
+  }
+}
+
+TEST_CASE("fp16 pipeline on the device == host reference on host-quantized inputs",
+          "[gpu][quantize]") {
+  std::mt19937 rng(5);
+  const std::int64_t z = 2, h = 4, n = 197, d = 64;
+  const HalfTensor q = random_half(z, h, n, d, rng, -1);
+  const HalfTensor k = random_half(z, h, n, d, rng, -1);
+  const HalfTensor v = random_half(z, h, n, d, rng, -1);
+  GpuBuffer<std::uint16_t> dq(q.bits.size()), dk(k.bits.size()), dv(v.bits.size());
+  dq.upload(q.bits);
+  dk.upload(k.bits);
+  dv.upload(v.bits);
+  for (const Preset preset : {Preset::paper, Preset::precise}) {
+    for (const OutputType out_type : {OutputType::s8, OutputType::f16}) {
+      INFO("preset " << instances::name(preset) << " output " << instances::name(out_type));
+      const instances::Ops& ops = instances::ops(preset, out_type);
+      GpuBuffer<std::int8_t> q8(q.bits.size()), k8(k.bits.size()), v8(v.bits.size());
+      GpuBuffer<float> scales(3), amax(3);
+      GpuBuffer<unsigned char> params(ops.params_size);
+      GpuBuffer<Status> statuses(1);
+      GpuBuffer<unsigned char> out(q.bits.size() * instances::element_size(out_type));
+      const instances::HalfPipelineWorkspace ws{
+          q8.get(), k8.get(), v8.get(), scales.get(), amax.get(), params.get(), statuses.get(), 1};
+      const std::int64_t strides[4] = {h * n * d, n * d, d, 1};
+      const auto view = [&](const GpuBuffer<std::uint16_t>& b) {
+        return bhnd<const std::uint16_t>(b.get(), z, h, n, d);
+      };
+      REQUIRE(ops.launch_from_half(view(dq), view(dk), view(dv), out.get(), strides, ws, nullptr) ==
+              Status::ok);
+      const auto actual = out.download();
+
+      // Host: quantize with the host helpers, calibrate, run the integer reference.
+      std::vector<float> s;
+      std::vector<std::vector<std::int8_t>> codes;
+      for (const HalfTensor* t : {&q, &k, &v}) {
+        const auto fview = bhnd<const float>(t->values.data(), z, h, n, d);
+        s.push_back(reference::symmetric_scale(reference::amax(fview)));
+        codes.emplace_back(t->values.size());
+        REQUIRE(reference::quantize(fview, std::span<const float>(&s.back(), 1),
+                                    bhnd(codes.back().data(), z, h, n, d)) == Status::ok);
+      }
+      std::vector<unsigned char> host_params(ops.params_size);
+      REQUIRE(ops.calibrate(QuantScales{{&s[0], 1}, {&s[1], 1}, {&s[2], 1}}, static_cast<int>(d),
+                            host_params.data(), 1) == Status::ok);
+      std::vector<unsigned char> expected(actual.size(), 0);
+      const AttentionProblem hp{bhnd<const std::int8_t>(codes[0].data(), z, h, n, d),
+                                bhnd<const std::int8_t>(codes[1].data(), z, h, n, d),
+                                bhnd<const std::int8_t>(codes[2].data(), z, h, n, d)};
+      REQUIRE(ops.reference(hp, host_params.data(), 1, expected.data(), strides) == Status::ok);
+      std::size_t mismatches = 0;
+      for (std::size_t i = 0; i < expected.size(); ++i) mismatches += expected[i] != actual[i];
+      CHECK(mismatches == 0);
+    }
+  }
+}
