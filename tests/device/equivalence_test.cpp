@@ -50,7 +50,11 @@ struct Job {
 int run_jobs(const std::vector<Job>& jobs) {
   std::vector<qflash::reference::EquivalenceReport> reports(jobs.size());
   std::atomic<std::size_t> next{0};
-  const unsigned workers = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
+  // QFLASH_TEST_THREADS=1 under compute-sanitizer's racecheck, which tracks one launch at a time.
+  const char* env = std::getenv("QFLASH_TEST_THREADS");
+  const unsigned workers = env != nullptr
+                               ? static_cast<unsigned>(std::max(1, std::atoi(env)))
+                               : std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
   std::vector<std::thread> pool;
   for (unsigned w = 0; w < workers; ++w) {
     pool.emplace_back([&] {

@@ -31,10 +31,10 @@ fi
 if want sanitizers; then
 step memcheck env QFLASH_RANDOM_CASES=200 compute-sanitizer --tool memcheck --error-exitcode 1 \
   --print-limit 20 "$gpu_tests"
-step racecheck env QFLASH_RANDOM_CASES=20 compute-sanitizer --tool racecheck --error-exitcode 1 \
-  --print-limit 20 "$gpu_tests" "[swin],[random],[quantize]"
-step synccheck env QFLASH_RANDOM_CASES=20 compute-sanitizer --tool synccheck --error-exitcode 1 \
-  --print-limit 20 "$gpu_tests" "[swin],[random]"
+step racecheck env QFLASH_RANDOM_CASES=12 QFLASH_TEST_THREADS=1 compute-sanitizer --tool racecheck \
+  --error-exitcode 1 --print-limit 20 "$gpu_tests" "[swin],[random]"
+step synccheck env QFLASH_RANDOM_CASES=40 QFLASH_TEST_THREADS=1 compute-sanitizer --tool synccheck \
+  --error-exitcode 1 --print-limit 20 "$gpu_tests" "[swin],[random]"
 fi
 if want examples; then
 step example_02 "$build/examples/qflash_example_02_flash_attention_gpu"

@@ -87,11 +87,18 @@ QFLASH_HOST_DEVICE constexpr void flash_step(
   }
 }
 
-/// The output of one row element: the configuration's output policy on the final state.
+/// The per-row part of the output policy on a row's final state (once per row).
+template <OutputPolicy Output>
+QFLASH_HOST_DEVICE constexpr typename Output::Row finalize_row(
+    const RowState& row, const typename Output::Params& prm) noexcept {
+  return Output::prepare(row.started ? row.sum : 0, prm);
+}
+
+/// One output element from a row's final state (finalize_row + apply, for single elements).
 template <OutputPolicy Output>
 QFLASH_HOST_DEVICE constexpr typename Output::value_type finalize(
     std::int32_t acc, const RowState& row, const typename Output::Params& prm) noexcept {
-  return Output::apply(acc, row.started ? row.sum : 0, prm);
+  return Output::apply(acc, finalize_row<Output>(row, prm));
 }
 
 }  // namespace qflash

@@ -97,7 +97,12 @@ struct AttentionMask {
 
   QFLASH_HOST_DEVICE constexpr bool visible(std::int64_t z, std::int64_t i,
                                             std::int64_t j) const noexcept {
-    return windows == 0 || data[((z % windows) * rows + i) * cols + j] != 0;
+    return windows == 0 || window_row(z % windows, i)[j] != 0;
+  }
+  /// The mask row of query i in window w (w = z % windows).
+  QFLASH_HOST_DEVICE constexpr const std::uint8_t* window_row(std::int64_t w,
+                                                              std::int64_t i) const noexcept {
+    return data + (w * rows + i) * cols;
   }
 };
 

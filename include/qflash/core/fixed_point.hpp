@@ -69,6 +69,45 @@ QFLASH_HOST_DEVICE constexpr std::int64_t mul_round_shift(std::int64_t a, std::i
   return round_shift(a * static_cast<std::int64_t>(b), s);
 }
 
+/// round(x / 2^s), half away from zero, for |x| <= 2^62 and 0 <= s <= 62: the branch-free hot
+/// path, floor((x + 2^(s-1) - [x < 0]) / 2^s). Equals `round_shift` on that domain (tested).
+QFLASH_HOST_DEVICE constexpr std::int64_t round_shift_bounded(std::int64_t x, int s) noexcept {
+  const std::int64_t half = (std::int64_t{1} << s) >> 1;  // 2^(s-1), or 0 for s == 0
+  const std::int64_t negative = s > 0 ? (x >> 63) : 0;    // -1 for x < 0 (C++20: arithmetic)
+  return (x + half + negative) >> s;
+}
+
+/// round(a * b / 2^s) half away from zero for int32 a, b (|a * b| <= 2^62) and 0 <= s <= 62.
+QFLASH_HOST_DEVICE constexpr std::int64_t mul_round_shift_bounded(std::int32_t a, std::int32_t b,
+                                                                  int s) noexcept {
+  return round_shift_bounded(static_cast<std::int64_t>(a) * static_cast<std::int64_t>(b), s);
+}
+
+/// round(a * b / 2^s) half away from zero for |a * b| <= 2^62 and 0 <= s <= 62.
+QFLASH_HOST_DEVICE constexpr std::int64_t mul_round_shift_bounded(std::int64_t a, std::int32_t b,
+                                                                  int s) noexcept {
+  return round_shift_bounded(a * static_cast<std::int64_t>(b), s);
+}
+
+/// The high 32 bits of the 64-bit product a * b.
+QFLASH_HOST_DEVICE constexpr std::uint32_t mul_high(std::uint32_t a, std::uint32_t b) noexcept {
+#if defined(__CUDA_ARCH__)
+  return __umulhi(a, b);
+#else
+  return static_cast<std::uint32_t>((static_cast<std::uint64_t>(a) * b) >> 32);
+#endif
+}
+
+/// The high 64 bits of the 128-bit product a * b.
+QFLASH_HOST_DEVICE constexpr std::uint64_t mul_high(std::uint64_t a, std::uint64_t b) noexcept {
+#if defined(__CUDA_ARCH__)
+  return __umul64hi(a, b);
+#else
+  __extension__ using Wide = unsigned __int128;  // g++/clang++ extension (x86-64, aarch64)
+  return static_cast<std::uint64_t>((static_cast<Wide>(a) * b) >> 64);
+#endif
+}
+
 /// x clamped to the range of OutT.
 template <std::integral OutT, std::integral InT>
 QFLASH_HOST_DEVICE constexpr OutT saturate_cast(InT x) noexcept {
@@ -106,5 +145,37 @@ QFLASH_HOST_DEVICE constexpr std::int64_t divide_rounded(std::int64_t num, std::
   return negative ? static_cast<std::int64_t>(std::uint64_t{0} - quotient)
                   : static_cast<std::int64_t>(quotient);
 }
+
+/// Division of many numerators by one divisor in [1, 2^63): one 64-bit division to set up
+/// (inverse = floor((2^64 - 1) / divisor)), then a high multiply and at most two corrections
+/// per quotient. Exact: `divide(n, mode) == divide_rounded(n, divisor, mode)` for every n (the
+/// estimate floor(|n| * inverse / 2^64) is at most 2 below the true quotient; tested).
+struct Reciprocal {
+  std::uint64_t divisor;
+  std::uint64_t inverse;
+
+  QFLASH_HOST_DEVICE static constexpr Reciprocal of(std::uint64_t d) noexcept {
+    return Reciprocal{d, ~std::uint64_t{0} / d};
+  }
+
+  QFLASH_HOST_DEVICE constexpr std::int64_t divide(std::int64_t num, Rounding mode) const noexcept {
+    const bool negative = num < 0;
+    const std::uint64_t mag = negative ? std::uint64_t{0} - static_cast<std::uint64_t>(num)
+                                       : static_cast<std::uint64_t>(num);
+    std::uint64_t quotient = mul_high(mag, inverse);
+    std::uint64_t remainder = mag - quotient * divisor;
+    if (remainder >= divisor) {
+      remainder -= divisor;
+      ++quotient;
+    }
+    if (remainder >= divisor) {
+      remainder -= divisor;
+      ++quotient;
+    }
+    if (mode == Rounding::half_away_from_zero && remainder >= divisor - remainder) ++quotient;
+    return negative ? static_cast<std::int64_t>(std::uint64_t{0} - quotient)
+                    : static_cast<std::int64_t>(quotient);
+  }
+};
 
 }  // namespace qflash

@@ -11,9 +11,9 @@
 /// in blocks of BN = Cfg::block_n keys from key 0, as the reference does.
 /// Shared memory (bytes; every row padded by 16 bytes so ldmatrix is free of bank conflicts):
 ///   q_s  [BM][DP + 16]         s8   DP = D rounded up to 32 (columns D..DP-1 are zero)
-///   k_s  [2][BN][DP + 16]      s8   two stages
-///   vn_s [2][BN][D + 16]       s8   two stages, V as stored (token-major)
-///   vt_s [D][BN + 16]          s8   V transposed, keys permuted within each 16-key group so that
+///   k_s  [2][STEP][DP + 16]    s8   two stages (STEP = block_n keys per step)
+///   vn_s [2][STEP][D + 16]     s8   two stages, V as stored (token-major)
+///   vt_s [D][STEP + 16]        s8   V transposed, keys permuted within each 16-key group so that
 ///                                   the Q K^T accumulator registers are directly the A operand
 ///                                   of P V (position 4q+i holds key {2q, 2q+1, 2q+8, 2q+9}[i])
 #pragma once
@@ -23,6 +23,7 @@
 #endif
 
 #include <cstdint>
+#include <type_traits>
 
 #include "qflash/attention/flash_step.hpp"
 #include "qflash/attention/problem.hpp"
@@ -32,6 +33,10 @@
 #include "qflash/device/mma.cuh"
 #include "qflash/policy/calibrate.hpp"
 #include "qflash/policy/online_softmax.hpp"
+
+#if !defined(QFLASH_KERNEL_MIN_BLOCKS)
+#define QFLASH_KERNEL_MIN_BLOCKS 4
+#endif
 
 namespace qflash::device {
 
@@ -49,7 +54,8 @@ struct KernelArgs {
   HeadParams<Cfg, Output> inline_params[kMaxInlineHeads];
 };
 
-/// Compile-time geometry of one kernel instantiation.
+/// Compile-time geometry of one kernel instantiation: one KV block of the configuration
+/// (block_n keys) per step of the main loop.
 template <KernelConfig Cfg, int D, int Warps>
 struct KernelShape {
   static_assert(is_supported_head_dim(D), "qflash kernel: head dim must be 32, 64, 80, 96 or 128");
@@ -58,20 +64,20 @@ struct KernelShape {
   static constexpr int threads = 32 * Warps;
   static constexpr int block_m = 16 * Warps;
   static constexpr int block_n = Cfg::block_n;
+  static constexpr int step_keys = block_n;
   static constexpr int d_padded = (D + 31) / 32 * 32;  ///< k extent of Q K^T (zero padded)
   static constexpr int qk_stride = d_padded + 16;      ///< bytes per row of q_s and k_s
   static constexpr int vn_stride = D + 16;             ///< bytes per row of vn_s
-  static constexpr int vt_stride = block_n + 16;       ///< bytes per row of vt_s
+  static constexpr int vt_stride = step_keys + 16;     ///< bytes per row of vt_s
   static constexpr int q_bytes = block_m * qk_stride;
-  static constexpr int k_bytes = block_n * qk_stride;   ///< one stage
-  static constexpr int vn_bytes = block_n * vn_stride;  ///< one stage
+  static constexpr int k_bytes = step_keys * qk_stride;   ///< one stage
+  static constexpr int vn_bytes = step_keys * vn_stride;  ///< one stage
   static constexpr int vt_bytes = D * vt_stride;
   static constexpr int smem_bytes = q_bytes + 2 * k_bytes + 2 * vn_bytes + vt_bytes;
-  static constexpr int chunks_per_row = D / 16;  ///< 16-byte cp.async chunks per token row
-  static constexpr int n_tiles = block_n / 8;    ///< n8 tiles of S per warp
+  static constexpr int n_tiles = step_keys / 8;  ///< n8 tiles of S per warp and step
   static constexpr int k_chunks_qk = d_padded / 32;
-  static constexpr int k_chunks_pv = block_n / 32;
-  static constexpr int d_tiles = D / 8;  ///< n8 tiles of the output per warp
+  static constexpr int k_chunks_pv = step_keys / 32;  ///< k32 chunks of P V per step
+  static constexpr int d_tiles = D / 8;               ///< n8 tiles of the output per warp
   static_assert(block_n % 32 == 0 && d_tiles % 2 == 0, "qflash kernel: tile shape");
 };
 
@@ -82,39 +88,75 @@ QFLASH_DEVICE std::uint32_t byte_perm(std::uint32_t x, std::uint32_t y, std::uin
   return __byte_perm(x, y, sel);
 }
 
-/// Visibility of (row, key): inside the problem and not masked.
-QFLASH_DEVICE bool is_visible(const AttentionProblem& p, std::int64_t z, std::int64_t row,
-                              std::int64_t key) {
-  return row < p.q.seq && key < p.k.seq && p.mask.visible(z, row, key);
-}
+/// The cp.async copies of a Rows x D int8 tile (token rows, D contiguous bytes each) into shared
+/// memory with row stride SmemStride. Each thread owns fixed 16-byte chunks; their offsets are
+/// computed once per kernel, so a tile costs one add and one cp.async per chunk. Rows at or past
+/// the end of the sequence are zero-filled and not read.
+template <int D, int Rows, int SmemStride, int Threads>
+struct TileCopier {
+  static constexpr int chunks = D / 16;
+  static constexpr int total = Rows * chunks;
+  static constexpr int items = (total + Threads - 1) / Threads;
+  Array<int, items> row;
+  Array<int, items> smem_offset;
+  Array<std::int64_t, items> global_offset;
 
-/// Issues the cp.async copies of `rows` token rows (D bytes each) of t(z, h, first .. ) into
-/// `smem` (row stride `smem_stride`); rows at or past `limit` are zero-filled.
-template <int D, int Threads>
-QFLASH_DEVICE void copy_rows_async(std::uint8_t* smem, int smem_stride, int rows,
-                                   const Tensor4<const std::int8_t>& t, std::int64_t z,
-                                   std::int64_t h, std::int64_t first, std::int64_t limit) {
-  constexpr int chunks = D / 16;
-  const std::int8_t* head = t.data + z * t.stride_batch + h * t.stride_head;
-  for (int i = static_cast<int>(threadIdx.x); i < rows * chunks; i += Threads) {
-    const int row = i / chunks, chunk = i % chunks;
-    const std::int64_t token = first + row;
-    const bool valid = token < limit;
-    const std::int8_t* src = valid ? head + token * t.stride_seq + chunk * 16 : t.data;
-    cp_async_16(smem + row * smem_stride + chunk * 16, src, valid);
+  QFLASH_DEVICE explicit TileCopier(std::int64_t stride_seq) {
+    QFLASH_UNROLL
+    for (int k = 0; k < items; ++k) {
+      const int i = static_cast<int>(threadIdx.x) + k * Threads;
+      row[k] = i < total ? i / chunks : Rows;  // Rows: this thread has no k-th chunk
+      const int chunk = i % chunks;
+      smem_offset[k] = row[k] * SmemStride + chunk * 16;
+      global_offset[k] = static_cast<std::int64_t>(row[k]) * stride_seq + chunk * 16;
+    }
   }
+
+  /// Copies rows [0, Rows) starting at `first` (a pointer to token 0 of the tile); rows at or
+  /// past `rows_left` are zero-filled.
+  QFLASH_DEVICE void issue(std::uint8_t* smem, const std::int8_t* first,
+                           std::int64_t rows_left) const {
+    QFLASH_UNROLL
+    for (int k = 0; k < items; ++k) {
+      if (total % Threads != 0 && row[k] >= Rows) continue;
+      const bool valid = row[k] < rows_left;
+      cp_async_16(smem + smem_offset[k], valid ? first + global_offset[k] : first, valid);
+    }
+  }
+};
+
+/// `value` of lane `lane ^ mask`, for any trivially copyable type (word by word).
+template <class T>
+QFLASH_DEVICE T shuffle_xor(const T& value, int mask) {
+  static_assert(sizeof(T) % 4 == 0 && std::is_trivially_copyable_v<T>,
+                "shuffle_xor: a trivially copyable type of whole 32-bit words");
+  union Words {  // register-resident type punning (an nvcc/GCC extension CUDA code relies on)
+    T value;
+    std::uint32_t word[sizeof(T) / 4];
+  };
+  Words w{value};
+  QFLASH_UNROLL
+  for (unsigned i = 0; i < sizeof(T) / 4; ++i)
+    w.word[i] = __shfl_xor_sync(0xffffffffu, w.word[i], mask);
+  return w.value;
 }
 
 }  // namespace detail
 
+/// Resident CTAs per SM the compiler must allow (register budget): 4 for head dims up to 64
+/// (at most 128 registers per thread with 4 warps), 1 above.
+template <int D>
+inline constexpr int kMinBlocksPerSm = D <= 64 ? QFLASH_KERNEL_MIN_BLOCKS : 1;
+
 /// One CTA computes BM query rows of one (batch, head) pair over the whole KV sequence.
 template <KernelConfig Cfg, OutputPolicy Output, int D, int Warps>
-__global__ void __launch_bounds__(32 * Warps)
+__global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
     flash_attention_kernel(const __grid_constant__ KernelArgs<Cfg, Output> args) {
   using Shape = KernelShape<Cfg, D, Warps>;
   using Softmax = typename Cfg::Softmax;
   constexpr int BM = Shape::block_m;
-  constexpr int BN = Shape::block_n;
+  constexpr int STEP = Shape::step_keys;
+  constexpr std::int32_t kNone = IntTraits<std::int32_t>::min;  // "no visible key" in reductions
 
   extern __shared__ __align__(16) std::uint8_t smem[];
   std::uint8_t* const q_s = smem;
@@ -123,11 +165,13 @@ __global__ void __launch_bounds__(32 * Warps)
   std::uint8_t* const vt_s = vn_s + 2 * Shape::vn_bytes;
 
   const AttentionProblem& p = args.problem;
-  const std::int64_t heads = p.q.heads;
-  const auto block = static_cast<std::int64_t>(blockIdx.x);
-  const std::int64_t q_tile = block % args.q_tiles;
-  const std::int64_t h = (block / args.q_tiles) % heads;
-  const std::int64_t z = block / (args.q_tiles * heads);
+  // Block -> (z, h, q tile) in 32-bit arithmetic (the launcher keeps the grid below 2^31).
+  const auto heads = static_cast<std::uint32_t>(p.q.heads);
+  const auto q_tiles = static_cast<std::uint32_t>(args.q_tiles);
+  const std::uint32_t q_tile = blockIdx.x % q_tiles;
+  const std::uint32_t zh = blockIdx.x / q_tiles;
+  const std::int64_t h = zh % heads;
+  const std::int64_t z = zh / heads;
   const std::int64_t param_index = args.param_count == 1 ? 0 : h;
   const HeadParams<Cfg, Output> prm = args.device_params != nullptr
                                           ? args.device_params[param_index]
@@ -138,41 +182,52 @@ __global__ void __launch_bounds__(32 * Warps)
   const int group = lane / 4;  // fragment row within the 8-row half
   const int quad = lane % 4;   // fragment column pair
   const std::int64_t nq = p.q.seq, nkv = p.k.seq;
-  const std::int64_t row0 = q_tile * BM;
+  const std::int64_t row0 = static_cast<std::int64_t>(q_tile) * BM;
   const std::int64_t warp_row0 = row0 + warp * 16;
   const bool warp_active = warp_row0 < nq;
   const bool plain = p.bias.kind == BiasKind::none && p.mask.windows == 0;
+  const std::int64_t mask_window = p.mask.windows == 0 ? -1 : z % p.mask.windows;
+  const bool row_valid[2] = {warp_row0 + group < nq, warp_row0 + group + 8 < nq};
 
   // Zero the head-dim padding once (D = 80 pads to 96); cp.async never writes it.
   if constexpr (Shape::d_padded > D) {
-    for (int r = static_cast<int>(threadIdx.x); r < BM + 2 * BN; r += Shape::threads) {
+    for (int r = static_cast<int>(threadIdx.x); r < BM + 2 * STEP; r += Shape::threads) {
       std::uint8_t* row = r < BM ? q_s + r * Shape::qk_stride : k_s + (r - BM) * Shape::qk_stride;
       *reinterpret_cast<uint4*>(row + D) = make_uint4(0, 0, 0, 0);
     }
   }
 
-  // Prologue: Q and the first K/V block.
-  detail::copy_rows_async<D, Shape::threads>(q_s, Shape::qk_stride, BM, p.q, z, h, row0, nq);
-  detail::copy_rows_async<D, Shape::threads>(k_s, Shape::qk_stride, BN, p.k, z, h, 0, nkv);
-  detail::copy_rows_async<D, Shape::threads>(vn_s, Shape::vn_stride, BN, p.v, z, h, 0, nkv);
+  // Prologue: Q and the first step of K/V.
+  const std::int8_t* const q_head = p.q.data + z * p.q.stride_batch + h * p.q.stride_head;
+  const std::int8_t* const k_head = p.k.data + z * p.k.stride_batch + h * p.k.stride_head;
+  const std::int8_t* const v_head = p.v.data + z * p.v.stride_batch + h * p.v.stride_head;
+  const detail::TileCopier<D, STEP, Shape::qk_stride, Shape::threads> k_copier(p.k.stride_seq);
+  const detail::TileCopier<D, STEP, Shape::vn_stride, Shape::threads> v_copier(p.v.stride_seq);
+  {
+    const detail::TileCopier<D, BM, Shape::qk_stride, Shape::threads> q_copier(p.q.stride_seq);
+    q_copier.issue(q_s, q_head + row0 * p.q.stride_seq, nq - row0);
+  }
+  k_copier.issue(k_s, k_head, nkv);
+  v_copier.issue(vn_s, v_head, nkv);
   cp_async_commit();
 
   std::uint32_t q_frag[Shape::k_chunks_qk][4];
   std::int32_t acc[Shape::d_tiles][4] = {};
   RowState rows[2] = {};  // rows group and group + 8 of this warp
 
-  const auto kv_blocks = static_cast<int>((nkv + BN - 1) / BN);
-  for (int kv = 0; kv < kv_blocks; ++kv) {
-    const int stage = kv & 1;
-    const std::int64_t key0 = static_cast<std::int64_t>(kv) * BN;
+  const auto steps = static_cast<int>((nkv + STEP - 1) / STEP);
+  for (int step = 0; step < steps; ++step) {
+    const int stage = step & 1;
+    const std::int64_t key0 = static_cast<std::int64_t>(step) * STEP;
     cp_async_wait<0>();
-    __syncthreads();  // (A) block kv (and Q) visible to all; block kv-1 fully consumed
+    __syncthreads();  // (A) step `step` (and Q) visible to all; step - 1 fully consumed
 
-    if (kv + 1 < kv_blocks) {  // prefetch block kv+1 into the other stage
-      detail::copy_rows_async<D, Shape::threads>(k_s + (stage ^ 1) * Shape::k_bytes,
-                                                 Shape::qk_stride, BN, p.k, z, h, key0 + BN, nkv);
-      detail::copy_rows_async<D, Shape::threads>(vn_s + (stage ^ 1) * Shape::vn_bytes,
-                                                 Shape::vn_stride, BN, p.v, z, h, key0 + BN, nkv);
+    if (step + 1 < steps) {  // prefetch the next step into the other stage
+      const std::int64_t next = key0 + STEP;
+      k_copier.issue(k_s + (stage ^ 1) * Shape::k_bytes, k_head + next * p.k.stride_seq,
+                     nkv - next);
+      v_copier.issue(vn_s + (stage ^ 1) * Shape::vn_bytes, v_head + next * p.v.stride_seq,
+                     nkv - next);
       cp_async_commit();
     }
 
@@ -180,17 +235,18 @@ __global__ void __launch_bounds__(32 * Warps)
     {
       const std::uint8_t* vn = vn_s + stage * Shape::vn_bytes;
       constexpr int words = D / 4;
-      for (int i = static_cast<int>(threadIdx.x); i < (BN / 16) * 4 * words; i += Shape::threads) {
+      constexpr int total = (STEP / 16) * 4 * words;
+      QFLASH_UNROLL
+      for (int k = 0; k < (total + Shape::threads - 1) / Shape::threads; ++k) {
+        const int i = static_cast<int>(threadIdx.x) + k * Shape::threads;
+        if (total % Shape::threads != 0 && i >= total) break;
         const int c = i % words, q4 = (i / words) % 4, grp = i / (words * 4);
         const int key = grp * 16 + 2 * q4;  // keys key, key+1, key+8, key+9
-        const auto r0 =
-            *reinterpret_cast<const std::uint32_t*>(vn + key * Shape::vn_stride + 4 * c);
-        const auto r1 =
-            *reinterpret_cast<const std::uint32_t*>(vn + (key + 1) * Shape::vn_stride + 4 * c);
-        const auto r2 =
-            *reinterpret_cast<const std::uint32_t*>(vn + (key + 8) * Shape::vn_stride + 4 * c);
-        const auto r3 =
-            *reinterpret_cast<const std::uint32_t*>(vn + (key + 9) * Shape::vn_stride + 4 * c);
+        const std::uint8_t* src = vn + key * Shape::vn_stride + 4 * c;
+        const auto r0 = *reinterpret_cast<const std::uint32_t*>(src);
+        const auto r1 = *reinterpret_cast<const std::uint32_t*>(src + Shape::vn_stride);
+        const auto r2 = *reinterpret_cast<const std::uint32_t*>(src + 8 * Shape::vn_stride);
+        const auto r3 = *reinterpret_cast<const std::uint32_t*>(src + 9 * Shape::vn_stride);
         const std::uint32_t lo01 = detail::byte_perm(r0, r1, 0x5140);
         const std::uint32_t hi01 = detail::byte_perm(r0, r1, 0x7362);
         const std::uint32_t lo23 = detail::byte_perm(r2, r3, 0x5140);
@@ -208,16 +264,17 @@ __global__ void __launch_bounds__(32 * Warps)
 
     // Steps 1-4 of flash_step: S = Q K^T, logits, tile maxima, probabilities.
     std::uint32_t p_frag[Shape::k_chunks_pv][4] = {};
-    std::int32_t tile_max[2] = {IntTraits<std::int32_t>::min, IntTraits<std::int32_t>::min};
+    std::int32_t tile_max[2] = {kNone, kNone};
     std::int32_t tile_sum[2] = {0, 0};
     if (warp_active) {
-      if (kv == 0) {
+      if (step == 0) {
         QFLASH_UNROLL
         for (int kc = 0; kc < Shape::k_chunks_qk; ++kc) {
           const int r = warp * 16 + (lane % 8) + 8 * ((lane / 8) % 2);
           ldmatrix_x4(q_frag[kc], q_s + r * Shape::qk_stride + 32 * kc + 16 * (lane / 16));
         }
       }
+      // 1. S = Q K^T
       std::int32_t s[Shape::n_tiles][4] = {};
       const std::uint8_t* ks = k_s + stage * Shape::k_bytes;
       QFLASH_UNROLL
@@ -232,42 +289,58 @@ __global__ void __launch_bounds__(32 * Warps)
         }
       }
 
-      // 2. logits of visible entries; 3. row maxima (quad reduction; INT32_MIN = none visible,
-      // never a logit since |t| <= 2^29 + 1).
-      bool visible[Shape::n_tiles][4];
-      QFLASH_UNROLL
-      for (int nt = 0; nt < Shape::n_tiles; ++nt) {
+      // 2. logits of visible entries; 3. row maxima (quad reduction). Every entry is computed
+      // without branches (logits are defined for every score) and hidden ones are masked out,
+      // so the entries of a thread are independent instruction streams. kNone is never a
+      // logit: |t| < 2^30.
+      const auto keys_left = static_cast<int>(nkv - key0 < STEP ? nkv - key0 : STEP);
+      std::conditional_t<(Shape::n_tiles * 4 > 32), std::uint64_t, std::uint32_t> visible = 0;
+      const auto compute_logits = [&]<bool Extras>() {
         QFLASH_UNROLL
-        for (int e = 0; e < 4; ++e) {
-          const std::int64_t row = warp_row0 + group + 8 * (e / 2);
-          const std::int64_t key = key0 + 8 * nt + 2 * quad + (e % 2);
-          visible[nt][e] = plain ? (row < nq && key < nkv) : detail::is_visible(p, z, row, key);
-          if (visible[nt][e]) {
-            const std::int32_t bias = plain ? 0 : p.bias.at(h, row, key);
-            s[nt][e] = Cfg::Logit::apply(s[nt][e], bias, prm.logit);
-            tile_max[e / 2] = max(tile_max[e / 2], s[nt][e]);
+        for (int nt = 0; nt < Shape::n_tiles; ++nt) {
+          QFLASH_UNROLL
+          for (int e = 0; e < 4; ++e) {
+            const int col = 8 * nt + 2 * quad + (e % 2);
+            bool vis = row_valid[e / 2] && col < keys_left;
+            std::int32_t bias = 0;
+            if constexpr (Extras) {
+              const std::int64_t row = warp_row0 + group + 8 * (e / 2);
+              const std::int64_t key = key0 + col;
+              vis = vis && (mask_window < 0 || p.mask.window_row(mask_window, row)[key] != 0);
+              bias = vis ? p.bias.at(h, row, key) : 0;
+            }
+            const std::int32_t t = Cfg::Logit::apply(s[nt][e], bias, prm.logit);
+            s[nt][e] = t;
+            tile_max[e / 2] = vis ? max(tile_max[e / 2], t) : tile_max[e / 2];
+            visible |= static_cast<decltype(visible)>(vis) << (4 * nt + e);
           }
         }
+      };
+      if (plain) {
+        compute_logits.template operator()<false>();
+      } else {
+        compute_logits.template operator()<true>();
       }
       QFLASH_UNROLL
       for (int r = 0; r < 2; ++r) {
         tile_max[r] = max(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
         tile_max[r] = max(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
       }
-      // 4. probabilities against the reference maximum, packed as the A operand of P V.
+      // 4. probabilities against the reference maximum, packed as the A operand of P V. A row
+      // without visible keys uses reference 0, so that reference - t stays inside int32.
       std::int32_t reference[2];
       QFLASH_UNROLL
-      for (int r = 0; r < 2; ++r) reference[r] = Softmax::reference_max(rows[r], tile_max[r]);
+      for (int r = 0; r < 2; ++r) {
+        reference[r] = tile_max[r] == kNone ? 0 : Softmax::reference_max(rows[r], tile_max[r]);
+      }
       QFLASH_UNROLL
       for (int nt = 0; nt < Shape::n_tiles; ++nt) {
         QFLASH_UNROLL
         for (int e = 0; e < 4; ++e) {
-          std::uint32_t prob = 0;
-          if (visible[nt][e]) {
-            const Exp2Value v = Cfg::Exp::apply(reference[e / 2] - s[nt][e], prm.exp);
-            prob = static_cast<std::uint32_t>(v.p);
-            tile_sum[e / 2] += v.weight;
-          }
+          const Exp2Value v = Cfg::Exp::apply(reference[e / 2] - s[nt][e], prm.exp);
+          const bool vis = (visible >> (4 * nt + e)) & 1u;
+          const auto prob = vis ? static_cast<std::uint32_t>(v.p) : 0u;
+          tile_sum[e / 2] += vis ? v.weight : 0;
           // S tile nt, element e -> register (nt / 4, (e / 2) + 2 * ((nt / 2) % 2)),
           // byte (e % 2) + 2 * (nt % 2).
           const int reg = (e / 2) + 2 * ((nt / 2) % 2);
@@ -290,17 +363,17 @@ __global__ void __launch_bounds__(32 * Warps)
       for (int kc = 0; kc < Shape::k_chunks_pv; ++kc) {
         QFLASH_UNROLL
         for (int dn = 0; dn < Shape::d_tiles; dn += 2) {
-          std::uint32_t b[4];
+          std::uint32_t v[4];
           const int d = 8 * dn + (lane % 8) + 8 * (lane / 16);
-          ldmatrix_x4(b, vt_s + d * Shape::vt_stride + 32 * kc + 16 * ((lane / 8) % 2));
-          mma_u8s8(pv[dn], p_frag[kc], {b[0], b[1]});
-          mma_u8s8(pv[dn + 1], p_frag[kc], {b[2], b[3]});
+          ldmatrix_x4(v, vt_s + d * Shape::vt_stride + 32 * kc + 16 * ((lane / 8) % 2));
+          mma_u8s8(pv[dn], p_frag[kc], {v[0], v[1]});
+          mma_u8s8(pv[dn + 1], p_frag[kc], {v[2], v[3]});
         }
       }
       // 6. merge into the running state (rows without a visible key are left untouched).
       QFLASH_UNROLL
       for (int r = 0; r < 2; ++r) {
-        if (tile_max[r] == IntTraits<std::int32_t>::min) continue;
+        if (tile_max[r] == kNone) continue;
         const MergeFactors f = Softmax::merge_row(rows[r], tile_max[r], tile_sum[r], prm.exp);
         QFLASH_UNROLL
         for (int dn = 0; dn < Shape::d_tiles; ++dn) {
@@ -311,18 +384,25 @@ __global__ void __launch_bounds__(32 * Warps)
     }
   }
 
-  // Epilogue: the output policy on every element this thread owns.
+  // Epilogue: the output policy on every element this thread owns. Each row's division is
+  // prepared once per quad pair: lanes with an even quad index prepare row `group`, odd ones
+  // row `group + 8`, and the two exchange their results.
   if (warp_active) {
+    const int mine = quad & 1;
+    const RowState my_row = mine == 0 ? rows[0] : rows[1];  // a copy: no run-time array index
+    const typename Output::Row prepared = finalize_row<Output>(my_row, prm.output);
+    const typename Output::Row other = detail::shuffle_xor(prepared, 1);
     QFLASH_UNROLL
     for (int r = 0; r < 2; ++r) {
+      if (!row_valid[r]) continue;
       const std::int64_t row = warp_row0 + group + 8 * r;
-      if (row >= nq) continue;
+      const typename Output::Row output_row = r == mine ? prepared : other;
       QFLASH_UNROLL
       for (int dn = 0; dn < Shape::d_tiles; ++dn) {
         QFLASH_UNROLL
         for (int c = 0; c < 2; ++c) {
           args.out(z, h, row, 8 * dn + 2 * quad + c) =
-              finalize<Output>(acc[dn][2 * r + c], rows[r], prm.output);
+              Output::apply(acc[dn][2 * r + c], output_row);
         }
       }
     }

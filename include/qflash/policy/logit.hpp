@@ -28,25 +28,35 @@ QFLASH_HOST_DEVICE constexpr std::int64_t max_abs_score(int head_dim) noexcept {
   return std::int64_t{128} * 128 * head_dim;
 }
 
-/// Scores into Q(F) octaves: t = sat(round(S * M / 2^shift)) + bias, M / 2^shift ~ sm_scale * 2^F.
+/// Scores into Q(F) octaves with one 32-bit high multiply:
+///   t = floor(((sat(S) + L) << a) * M / 2^(32 + c)) + bias,   M * 2^a / 2^(32 + c) ~ sm_scale *
+///   2^F
 ///
 /// - In: S, exact int32 Q K^T (|S| <= 2^14 * D); bias in Q16 octaves.
-/// - Params: M in [2^30, 2^31), shift in [0, 62], from `calibrate(sm_scale)` where
-///   sm_scale = log2(e) * softmax_scale * s_q * s_k (octaves per Q K^T unit).
-/// - Out: t in Q(F) octaves. The scaled score saturates at +-2^28 (4096 octaves at F = 16: a
-///   probability ratio of 2^-4096, far below any representable P), so |t| <= 2^29 for every
-///   int8 input and every representable scale. The product S * M < 2^52 is formed in int64;
-///   rounding half away from zero. One multiply per score, like the paper's exp_M multiply.
+/// - Params (from `calibrate(sm_scale)`, sm_scale = log2(e) * softmax_scale * s_q * s_k octaves
+///   per Q K^T unit): the score limit L in [0, 2^22], a pre-shift a that makes (2L << a) < 2^32,
+///   the 32-bit multiplier M (full precision: in [2^31, 2^32) unless the scale is tiny) and a
+///   post-shift c in [0, 31].
+/// - Saturation: S is clamped to +-L, with L = 2^22 (beyond every int8 score) unless
+///   2L * sm_scale * 2^F would exceed 2^29; then L = floor(2^28 / (sm_scale * 2^F)). Scores
+///   further than 2^28 units (4096 octaves at F = 16: a probability ratio of 2^-4096) from each
+///   other saturate, which no representable probability can tell apart.
+/// - Out: t in [0, 2^29] (+ the bias), in Q(F) octaves up to the constant L * sm_scale * 2^F,
+///   which every softmax ratio cancels. Rounding: floor (the multiply's discarded low word).
+/// - Cost: a clamp, a shift, IMAD.HI and a shift per score -- the paper spends a multiply too.
 /// - Because every tile lands in the same domain, per-head scales and tile-local maxima compose.
 template <int F = 16>
 struct Log2Logit {
   static_assert(F >= 8 && F <= 20, "Log2Logit: F (fraction bits) must be in [8, 20]");
   struct Params {
-    std::int32_t multiplier;  ///< in [2^30, 2^31)
-    std::int32_t shift;       ///< in [0, 62]
+    std::uint32_t multiplier;  ///< M
+    std::int32_t pre_shift;    ///< a in [0, 31]
+    std::int32_t post_shift;   ///< c in [0, 31]
+    std::int32_t score_limit;  ///< L in [0, 2^22]
     friend constexpr bool operator==(const Params&, const Params&) = default;
   };
   static constexpr int fraction_bits = F;
+  static constexpr std::int32_t max_score_limit = std::int32_t{1} << 22;
 
   /// A Q16-octave bias in Q(F), saturated at +-2^28.
   QFLASH_HOST_DEVICE static constexpr std::int32_t convert_bias(std::int32_t bias) noexcept {
@@ -60,23 +70,46 @@ struct Log2Logit {
 
   QFLASH_HOST_DEVICE static constexpr std::int32_t apply(std::int32_t score, std::int32_t bias,
                                                          const Params& prm) noexcept {
-    const std::int64_t scaled = mul_round_shift(score, prm.multiplier, prm.shift);
-    const auto saturated =
-        static_cast<std::int32_t>(clamp<std::int64_t>(scaled, -kLogitHalfRange, kLogitHalfRange));
-    return saturated + convert_bias(bias);
+    const std::int32_t offset = clamp(score, -prm.score_limit, prm.score_limit) + prm.score_limit;
+    const std::uint32_t x = static_cast<std::uint32_t>(offset) << prm.pre_shift;  // < 2^32
+    const std::uint32_t scaled = mul_high(x, prm.multiplier) >> prm.post_shift;   // <= 2^29
+    return static_cast<std::int32_t>(scaled) + convert_bias(bias);
   }
 
-  /// M and shift for sm_scale. Representable: sm_scale * 2^F in [2^-32, 2^31) (shift in
-  /// [0, 62]); outside that range the result is Status::scale_out_of_range.
+  /// The parameters for sm_scale: every positive finite sm_scale whose sm_scale * 2^F is finite
+  /// is representable (Status::scale_out_of_range otherwise; invalid_scale for zero, negative,
+  /// NaN or infinite input).
   QFLASH_HOST_DEVICE static constexpr Status calibrate(double sm_scale, int /*head_dim*/,
                                                        Params& out) noexcept {
     if (!is_positive_finite(sm_scale)) return Status::invalid_scale;
     const double per_unit = sm_scale * static_cast<double>(std::int32_t{1} << F);
     if (!is_positive_finite(per_unit)) return Status::scale_out_of_range;
-    const Dyadic d = to_dyadic(per_unit);
-    if (d.shift < 0 || d.shift > 62) return Status::scale_out_of_range;
-    out.multiplier = d.multiplier;
-    out.shift = d.shift;
+    Params prm{0, 0, 0, max_score_limit};
+    if (!(per_unit * static_cast<double>(2 * max_score_limit) <=
+          static_cast<double>(2 * kLogitHalfRange))) {
+      prm.score_limit = static_cast<std::int32_t>(
+          round_to_int64(static_cast<double>(kLogitHalfRange) / per_unit - 0.5));  // floor
+    }
+    if (prm.score_limit == 0) {  // every score saturates to one value: t = 0
+      out = prm;
+      return Status::ok;
+    }
+    int bits = 0;  // bit width of 2L
+    while ((std::int64_t{2} * prm.score_limit) >> bits) ++bits;
+    prm.pre_shift = 32 - bits;
+    const Dyadic d = to_dyadic(per_unit);  // per_unit ~ m * 2^-shift, m in [2^30, 2^31)
+    std::uint64_t multiplier = std::uint64_t{2} * static_cast<std::uint32_t>(d.multiplier);
+    int post = d.shift + 1 + prm.pre_shift - 32;
+    if (post < 0) {  // keep the scaled range inside 32 bits (not reached: L bounds the range)
+      multiplier >>= -post;
+      post = 0;
+    } else if (post > 31) {  // tiny scales: fewer significant bits
+      multiplier = post - 31 >= 64 ? 0 : multiplier >> (post - 31);
+      post = 31;
+    }
+    prm.multiplier = static_cast<std::uint32_t>(multiplier);
+    prm.post_shift = post;
+    out = prm;
     return Status::ok;
   }
 };
@@ -93,7 +126,7 @@ struct PaperLogit {
 
   QFLASH_HOST_DEVICE static constexpr std::int32_t apply(std::int32_t score, std::int32_t bias,
                                                          const Params& prm) noexcept {
-    const std::int64_t converted = mul_round_shift(bias, prm.r, kBiasFractionBits);
+    const std::int64_t converted = mul_round_shift_bounded(bias, prm.r, kBiasFractionBits);
     return score + static_cast<std::int32_t>(
                        clamp<std::int64_t>(converted, -kLogitHalfRange, kLogitHalfRange));
   }

@@ -41,7 +41,7 @@ struct RowState {
   bool started = false;  ///< false until the first visible key
 };
 
-/// The two Q1.30 factors of one merge (2^30 = leave unchanged).
+/// The two Q1.30 factors of one merge (2^30 = leave unchanged); at most one differs from 2^30.
 struct MergeFactors {
   std::int32_t state_q30;  ///< applied to the accumulator carried so far
   std::int32_t tile_q30;   ///< applied to this tile's P V
@@ -69,12 +69,13 @@ struct OnlineSoftmax {
   /// x * factor / 2^30 rounded half away from zero; x itself when factor == 2^30.
   QFLASH_HOST_DEVICE static constexpr std::int32_t rescale(std::int32_t x,
                                                            std::int32_t factor_q30) noexcept {
-    return factor_q30 == kOneQ30 ? x
-                                 : static_cast<std::int32_t>(mul_round_shift(x, factor_q30, 30));
+    return factor_q30 == kOneQ30
+               ? x
+               : static_cast<std::int32_t>(mul_round_shift_bounded(x, factor_q30, 30));
   }
   QFLASH_HOST_DEVICE static constexpr std::int64_t rescale(std::int64_t x,
                                                            std::int32_t factor_q30) noexcept {
-    return factor_q30 == kOneQ30 ? x : mul_round_shift(x, factor_q30, 30);  // |x| < 2^32
+    return factor_q30 == kOneQ30 ? x : mul_round_shift_bounded(x, factor_q30, 30);  // |x| < 2^32
   }
 
   /// Folds a tile (its max and its row sum, relative to `reference_max`) into the row state.
@@ -102,10 +103,15 @@ struct OnlineSoftmax {
     return MergeFactors{kOneQ30, kOneQ30};
   }
 
-  /// One accumulator element after the merge.
+  /// One accumulator element after the merge: rescale(acc, state) + rescale(pv, tile).
+  /// merge_row never returns two non-identity factors, so one rescale per element suffices: the
+  /// side whose factor differs from 2^30 (or pv when neither does, where rescale is the identity).
   QFLASH_HOST_DEVICE static constexpr std::int32_t merge_element(std::int32_t acc, std::int32_t pv,
                                                                  MergeFactors f) noexcept {
-    return rescale(acc, f.state_q30) + rescale(pv, f.tile_q30);
+    const bool scale_state = f.state_q30 != kOneQ30;
+    const std::int32_t scaled =
+        rescale(scale_state ? acc : pv, scale_state ? f.state_q30 : f.tile_q30);
+    return scaled + (scale_state ? pv : acc);
   }
 };
 

@@ -37,12 +37,32 @@ struct Requantize {
     friend constexpr bool operator==(const Params&, const Params&) = default;
   };
 
+  /// What one row shares: the divisor l * 2^shift, prepared once (a 64-bit division), and the
+  /// multiplier. A row with l <= 0 (no visible key) outputs 0.
+  struct Row {
+    Reciprocal divisor;
+    std::int32_t multiplier;
+    bool empty;
+  };
+
+  QFLASH_HOST_DEVICE static constexpr Row prepare(std::int64_t row_sum,
+                                                  const Params& prm) noexcept {
+    if (row_sum <= 0) return Row{Reciprocal{1, 0}, prm.multiplier, true};
+    return Row{Reciprocal::of(static_cast<std::uint64_t>(row_sum) << prm.shift), prm.multiplier,
+               false};
+  }
+
+  /// O = saturate(round(acc * M / (l * 2^shift))): exact, |acc * M| < 2^62.
+  QFLASH_HOST_DEVICE static constexpr OutT apply(std::int32_t acc, const Row& row) noexcept {
+    if (row.empty) return OutT{0};
+    const std::int64_t numerator = static_cast<std::int64_t>(acc) * row.multiplier;
+    return saturate_cast<OutT>(row.divisor.divide(numerator, Mode));
+  }
+
+  /// One element without a prepared row (the same value as prepare + apply).
   QFLASH_HOST_DEVICE static constexpr OutT apply(std::int32_t acc, std::int64_t row_sum,
                                                  const Params& prm) noexcept {
-    if (row_sum <= 0) return OutT{0};
-    const std::int64_t numerator = static_cast<std::int64_t>(acc) * prm.multiplier;
-    const std::int64_t denominator = row_sum << prm.shift;
-    return saturate_cast<OutT>(divide_rounded(numerator, denominator, Mode));
+    return apply(acc, prepare(row_sum, prm));
   }
 
   /// The default output scale for this type: V's scale for 8-bit outputs, s_v / 2^8 for 16-bit
@@ -82,13 +102,27 @@ struct DequantizeFloat16 {
     friend constexpr bool operator==(const Params&, const Params&) = default;
   };
 
+  struct Row {
+    typename Integer::Row integer;
+    float scale;
+  };
+
+  QFLASH_HOST_DEVICE static constexpr Row prepare(std::int64_t row_sum,
+                                                  const Params& prm) noexcept {
+    return Row{Integer::prepare(row_sum, prm.integer), prm.scale};
+  }
+
   QFLASH_HOST_DEVICE static constexpr Float16 apply(std::int32_t acc, std::int64_t row_sum,
                                                     const Params& prm) noexcept {
-    const std::int32_t value = Integer::apply(acc, row_sum, prm.integer);
+    return apply(acc, prepare(row_sum, prm));
+  }
+
+  QFLASH_HOST_DEVICE static constexpr Float16 apply(std::int32_t acc, const Row& row) noexcept {
+    const std::int32_t value = Integer::apply(acc, row.integer);
 #if defined(__CUDA_ARCH__)
-    const float product = __fmul_rn(__int2float_rn(value), prm.scale);
+    const float product = __fmul_rn(__int2float_rn(value), row.scale);
 #else
-    const float product = static_cast<float>(value) * prm.scale;
+    const float product = static_cast<float>(value) * row.scale;
 #endif
     return Float16{float_to_half_bits(product)};
   }

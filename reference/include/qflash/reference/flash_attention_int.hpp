@@ -69,9 +69,8 @@ void run_heads(const AttentionProblem& p, std::span<const HeadParams<Cfg, Output
           flash_step<Cfg>(q, k, v, extras, prm.logit, prm.exp, rows, acc);
         }
         for (int i = 0; i < BM && row0 + i < nq; ++i) {
-          for (int d = 0; d < D; ++d) {
-            out(z, h, row0 + i, d) = finalize<Output>(acc(i, d), rows[i], prm.output);
-          }
+          const typename Output::Row output_row = finalize_row<Output>(rows[i], prm.output);
+          for (int d = 0; d < D; ++d) out(z, h, row0 + i, d) = Output::apply(acc(i, d), output_row);
         }
       }
     }
