@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// policy/logit.hpp: Log2Logit and PaperLogit against exact rational rounding (128-bit
-// integers), bias conversion and saturation, and the calibration range found by binary search
-// over doubles: the largest and smallest representable scales calibrate, the next double beyond
-// them is Status::scale_out_of_range.
+// policy/logit.hpp: Log2Logit (one 32-bit high multiply) against its documented floor formula
+// in 128-bit integers, its calibration invariants and slope, and termination for every finite
+// scale; bias conversion and saturation; PaperLogit against exact rational rounding and its
+// calibration range found by bisection over doubles (the largest and smallest representable
+// scales calibrate, the next double beyond them is Status::scale_out_of_range).
 #include <signal.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -13,7 +14,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <limits>
-#include <qflash/core/dyadic.hpp>
 #include <qflash/core/status.hpp>
 #include <qflash/policy/logit.hpp>
 #include <sstream>
@@ -56,13 +56,6 @@ int128 ref_convert_bias(std::int32_t bias) {
   return clamp128(converted, -kHalfRange, kHalfRange);
 }
 
-template <int F>
-int128 ref_log2_logit(std::int32_t score, std::int32_t bias, std::int32_t m, std::int32_t shift) {
-  const int128 scaled =
-      clamp128(ref_round_shift(int128{score} * m, shift), -kHalfRange, kHalfRange);
-  return scaled + ref_convert_bias<F>(bias);
-}
-
 /// The double adjacent to the boundary of `ok` on the `ok_value` side, by bisection on the bit
 /// patterns of positive doubles (ordered like the values). Requires ok(ok_value) and
 /// !ok(bad_value).
@@ -79,15 +72,6 @@ double boundary(double ok_value, double bad_value, Ok ok) {
   return std::bit_cast<double>(good);
 }
 
-// ------------------------------------------------------------------------------------------
-// Log2Logit as committed in 9945d30: t = sat(round(S * M / 2^shift)) + bias, M in [2^30, 2^31).
-// (Compiled only while Log2Logit::Params has that layout; see the high-multiply tests below.)
-
-template <class P>
-concept LegacyParams = requires(P p) {
-  p.multiplier;
-  p.shift;
-};
 template <class P>
 concept HighMulParams = requires(P p) {
   p.multiplier;
@@ -96,189 +80,12 @@ concept HighMulParams = requires(P p) {
   p.score_limit;
 };
 
-template <int F>
-void check_log2_apply(Rng& rng) {
-  if constexpr (LegacyParams<typename Log2Logit<F>::Params>) {
-    ViolationLog log("Log2Logit<" + std::to_string(F) + ">::apply");
-    auto check = [&](std::int32_t score, std::int32_t bias, std::int32_t m, std::int32_t shift) {
-      const typename Log2Logit<F>::Params prm{m, shift};
-      const std::int32_t got = Log2Logit<F>::apply(score, bias, prm);
-      const int128 want = ref_log2_logit<F>(score, bias, m, shift);
-      log.check(got == want && got <= 2 * kHalfRange && got >= -2 * kHalfRange, [&] {
-        std::ostringstream os;
-        os << "apply(" << score << ", " << bias << ", {" << m << ", " << shift << "}) = " << got
-           << ", expected " << static_cast<long long>(want);
-        return os.str();
-      });
-    };
-    const std::int32_t max_score = 128 * 128 * 128;
-    for (int i = 0; i < 200000; ++i) {
-      const std::int32_t m = rng.uniform32(1 << 30, kI32Max);
-      const auto shift = static_cast<std::int32_t>(rng.uniform(0, 62));
-      const std::int32_t score =
-          rng.chance(1, 8) ? rng.wide_int32() : rng.uniform32(-max_score, max_score);
-      const std::int32_t bias = rng.chance(1, 2) ? 0 : rng.wide_int32();
-      check(score, bias, m, shift);
-    }
-    for (const std::int32_t score : {0, 1, -1, max_score, -max_score, kI32Max, kI32Min}) {
-      for (const std::int32_t bias :
-           {0, 1, -1, kHalfRange, -kHalfRange, kHalfRange + 1, -kHalfRange - 1, kI32Max, kI32Min}) {
-        for (const std::int32_t shift : {0, 1, 21, 30, 31, 52, 61, 62}) {
-          check(score, bias, 1 << 30, shift);
-          check(score, bias, kI32Max, shift);
-        }
-      }
-    }
-    // Exact ties: M = 2^30 + 2^(shift-1) makes S * M an odd multiple of 2^(shift-1) for odd S.
-    for (std::int32_t shift = 1; shift <= 30; ++shift) {
-      const std::int32_t m = (1 << 30) + (1 << (shift - 1));
-      for (const std::int32_t score : {1, -1, 3, -3, 12345, -12345}) check(score, 0, m, shift);
-    }
-    check(1, 0, 1 << 30, 31);  // 1/2 -> 1
-    check(-1, 0, 1 << 30, 31);
-    INFO(log.describe());
-    CHECK(log.ok());
-  }
-}
-
-template <int F>
-void legacy_hand_checked() {
-  if constexpr (LegacyParams<typename Log2Logit<F>::Params>) {
-    using L = Log2Logit<F>;
-    const typename L::Params half{1 << 30, 31};  // multiply by 1/2
-    CHECK(L::apply(3, 0, half) == 2);            // 1.5 -> 2
-    CHECK(L::apply(-3, 0, half) == -2);          // -1.5 -> -2
-    CHECK(L::apply(5, 7, half) == 10);           // 2.5 -> 3, + 7
-    const typename L::Params unit{1 << 30, 30};
-    CHECK(L::apply(kHalfRange + 5, 0, unit) == kHalfRange);
-    CHECK(L::apply(kI32Min, kI32Min, unit) == -2 * kHalfRange);
-    CHECK(L::apply(kI32Max, kI32Max, unit) == 2 * kHalfRange);
-  }
-}
-
-template <int F>
-void legacy_calibrate_range() {
-  if constexpr (LegacyParams<typename Log2Logit<F>::Params>) {
-    using L = Log2Logit<F>;
-    auto ok16 = [](double s) {
-      typename L::Params p{};
-      return L::calibrate(s, 64, p) == Status::ok;
-    };
-    auto status16 = [](double s) {
-      typename L::Params p{-5, -5};
-      const Status st = L::calibrate(s, 128, p);
-      if (st != Status::ok) {  // nothing written on error
-        CHECK(p.multiplier == -5);
-        CHECK(p.shift == -5);
-      }
-      return st;
-    };
-    const double largest = boundary(1.0, std::numeric_limits<double>::max(), ok16);
-    const double smallest = boundary(1.0, std::numeric_limits<double>::denorm_min(), ok16);
-    INFO("largest " << std::hexfloat << largest << ", smallest " << smallest);
-    // Documented: sm_scale * 2^F in [2^-32, 2^31) after rounding M to 31 bits, i.e. the largest
-    // is (2^31 - 1/2 - 2^-22) / 2^16 (M = 2^31 - 1, shift 0) and the smallest is
-    // (2^-32 - 2^-64) / 2^16 (M rounds up to 2^31 -> 2^30, shift 62).
-    CHECK(largest == std::ldexp(std::ldexp(1.0, 31) - 0.5 - std::ldexp(1.0, -22), -16));
-    CHECK(smallest == std::ldexp(std::ldexp(1.0, -32) - std::ldexp(1.0, -64), -16));
-    CHECK(status16(largest) == Status::ok);
-    CHECK(status16(smallest) == Status::ok);
-    CHECK(status16(std::nextafter(largest, 1e300)) == Status::scale_out_of_range);
-    CHECK(status16(std::nextafter(smallest, 0.0)) == Status::scale_out_of_range);
-    typename L::Params p{};
-    REQUIRE(L::calibrate(largest, 32, p) == Status::ok);
-    CHECK(p.multiplier == kI32Max);
-    CHECK(p.shift == 0);
-    CHECK(L::apply(1, 0, p) == kHalfRange);  // saturates at once
-    CHECK(L::apply(-1, 0, p) == -kHalfRange);
-    CHECK(L::apply(0, 0, p) == 0);
-    REQUIRE(L::calibrate(smallest, 32, p) == Status::ok);
-    CHECK(p.multiplier == 1 << 30);
-    CHECK(p.shift == 62);
-    CHECK(L::apply(128 * 128 * 128, 0, p) == 0);  // 2^21 * 2^-32: rounds to 0
-    // The head dim does not change the representable range (scores saturate instead).
-    for (const int d : {32, 64, 80, 96, 128}) {
-      typename L::Params a{}, b{};
-      CHECK(L::calibrate(largest, d, a) == Status::ok);
-      CHECK(L::calibrate(smallest, d, b) == Status::ok);
-    }
-    // Invalid scales.
-    CHECK(status16(0.0) == Status::invalid_scale);
-    CHECK(status16(-0.0) == Status::invalid_scale);
-    CHECK(status16(-1.0) == Status::invalid_scale);
-    CHECK(status16(std::numeric_limits<double>::quiet_NaN()) == Status::invalid_scale);
-    CHECK(status16(std::numeric_limits<double>::infinity()) == Status::invalid_scale);
-    CHECK(status16(-std::numeric_limits<double>::infinity()) == Status::invalid_scale);
-    CHECK(status16(std::numeric_limits<double>::max()) == Status::scale_out_of_range);
-    CHECK(status16(std::numeric_limits<double>::denorm_min()) == Status::scale_out_of_range);
-
-    // Other fraction widths: the same range shifted by 2^(16 - F).
-    auto ok12 = [](double s) {
-      Log2Logit<12>::Params q{};
-      return Log2Logit<12>::calibrate(s, 64, q) == Status::ok;
-    };
-    CHECK(boundary(1.0, std::numeric_limits<double>::max(), ok12) == std::ldexp(largest, 4));
-    CHECK(boundary(1.0, std::numeric_limits<double>::denorm_min(), ok12) ==
-          std::ldexp(smallest, 4));
-  }
-}
-
-template <int F>
-void legacy_calibrate_values() {
-  if constexpr (LegacyParams<typename Log2Logit<F>::Params>) {
-    using L = Log2Logit<F>;
-    Rng rng(qflash::test::test_seed(0xca1));
-    INFO(qflash::test::seed_text(rng.seed()));
-    ViolationLog log("Log2Logit::calibrate");
-    for (int i = 0; i < 20000; ++i) {
-      const double s = std::ldexp(0.5 + rng.unit() / 2, static_cast<int>(rng.uniform(-47, 14)));
-      typename L::Params p{};
-      const Status st = L::calibrate(s, 64, p);
-      const qflash::Dyadic d = qflash::to_dyadic(s * 65536.0);
-      const long double rebuilt = std::ldexp(static_cast<long double>(p.multiplier), -p.shift);
-      const long double rel = std::fabs(rebuilt / (static_cast<long double>(s) * 65536.0L) - 1.0L);
-      log.check(st == Status::ok && p.multiplier == d.multiplier && p.shift == d.shift &&
-                    p.multiplier >= (1 << 30) && p.shift >= 0 && p.shift <= 62 && rel <= 0x1p-31L,
-                [&] {
-                  std::ostringstream os;
-                  os << "calibrate(" << s << ") -> {" << p.multiplier << ", " << p.shift << "}";
-                  return os.str();
-                });
-    }
-    INFO(log.describe());
-    CHECK(log.ok());
-  }
-}
-
 }  // namespace
-
-TEST_CASE(
-    "logit: Log2Logit::apply (rounding multiply) is round(S * M / 2^shift), saturated, "
-    "plus the bias",
-    "[logit]") {
-  Rng rng(qflash::test::test_seed(0x1091));
-  INFO(qflash::test::seed_text(rng.seed()));
-  SECTION("F 16") { check_log2_apply<16>(rng); }
-  SECTION("F 8") { check_log2_apply<8>(rng); }
-  SECTION("F 12") { check_log2_apply<12>(rng); }
-  SECTION("F 20") { check_log2_apply<20>(rng); }
-  legacy_hand_checked<16>();
-}
-
-TEST_CASE("logit: Log2Logit::calibrate (rounding multiply) range, by bisection over doubles",
-          "[logit]") {
-  legacy_calibrate_range<16>();
-}
-
-TEST_CASE("logit: Log2Logit::calibrate (rounding multiply) is to_dyadic(sm_scale * 2^F)",
-          "[logit]") {
-  legacy_calibrate_values<16>();
-}
 
 namespace {
 
 // ------------------------------------------------------------------------------------------
-// Log2Logit with one 32-bit high multiply (the design in progress):
+// Log2Logit with one 32-bit high multiply (bd497dc):
 //   t = floor(((clamp(S, -L, L) + L) << a) * M / 2^(32 + c)) + bias.
 
 /// The documented formula, exactly (128-bit).
