@@ -287,6 +287,22 @@ TEST_CASE("logit: Log2Logit::calibrate terminates for every finite scale", "[log
     INFO("sm_scale " << sm << ": " << why);
     CHECK(ok);
   }
+  // The documented range ends where sm_scale * 2^16 overflows: DBL_MAX / 2^16 calibrates, the
+  // next double is scale_out_of_range (in a child process too: today the first call hangs).
+  std::string why;
+  const bool edge_ok = finishes_in_child(
+      [] {
+        const double largest = std::ldexp(std::numeric_limits<double>::max(), -16);
+        Log2Logit<16>::Params p{};
+        const bool at = Log2Logit<16>::calibrate(largest, 64, p) == Status::ok;
+        const bool beyond = Log2Logit<16>::calibrate(
+                                std::nextafter(largest, std::numeric_limits<double>::infinity()),
+                                64, p) == Status::scale_out_of_range;
+        return at && beyond;
+      },
+      1, why);
+  INFO("largest representable scale: " << why);
+  CHECK(edge_ok);
 }
 
 TEST_CASE("logit: convert_bias saturates at +-2^28 in every fraction width", "[logit]") {
