@@ -14,6 +14,11 @@ struct MyOutput {
     Params& operator=(const Params&) = default;
 #endif
   };
+  struct Row {};
+  static constexpr Row prepare(std::int64_t, const Params&) noexcept { return {}; }
+  static constexpr std::int8_t apply(std::int32_t acc, const Row&) noexcept {
+    return qflash::saturate_cast<std::int8_t>(acc);
+  }
   static constexpr std::int8_t apply(std::int32_t acc, std::int64_t, const Params&) noexcept {
     return qflash::saturate_cast<std::int8_t>(acc);
   }

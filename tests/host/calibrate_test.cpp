@@ -195,7 +195,7 @@ TEST_CASE("calibrate: output scales out of range, per output type", "[calibrate]
   // fp16: s_v / 2^16 underflows binary32.
   expect_error<presets::Precise, PF16>(QuantScales{one(qk), one(qk), one(v_tiny)}, 64, 2,
                                        Status::scale_out_of_range, "fp16, v = 1e-44");
-  // Paper: 1 / sm_scale outside [1/2, 2^24 + 1/2).
+  // Paper: 1 / sm_scale outside [1/2, 127 * 2^17 + 1/2).
   const float big_qk = 30.0f;  // sm_scale = 1.4427 / 8 * 900 = 162 octaves per unit
   expect_error<presets::Paper, PaperS8>(QuantScales{one(big_qk), one(big_qk), one(v)}, 64, 1,
                                         Status::scale_out_of_range, "paper, q = k = 30");

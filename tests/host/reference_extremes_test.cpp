@@ -165,14 +165,13 @@ TEST_CASE(
     "[extremes]") {
   SECTION("Precise") { check_uniform_all_outputs<presets::Precise>(70); }
   SECTION("PreciseCubic") { check_uniform_all_outputs<presets::PreciseCubic>(70); }
-  // The Paper preset's smallest scale is a known defect: see the [!mayfail] case below.
-  SECTION("Paper") { check_uniform_all_outputs<presets::Paper>(70, false); }
+  SECTION("Paper") { check_uniform_all_outputs<presets::Paper>(70); }
 }
 
 TEST_CASE("extremes: the representable scale range of each preset", "[extremes]") {
   // Precise (rounding multiply): sm_scale * 2^16 in [2^-32, 2^31) -> sm_scale in [~2^-48,
   // ~2^15); Precise (high multiply): scores stay apart while sm_scale * 2^16 <= 2^28;
-  // Paper: 1 / sm_scale in [1/2, 2^24 + 1/2). With q = k = s at D = 128,
+  // Paper: 1 / sm_scale in [1/2, 127 * 2^17 + 1/2). With q = k = s at D = 128,
   // sm_scale = log2(e) / sqrt(128) * s^2.
   const Scales precise = representable_scales<presets::Precise>(128);
   const Scales paper = representable_scales<presets::Paper>(128);
@@ -191,15 +190,14 @@ TEST_CASE("extremes: the representable scale range of each preset", "[extremes]"
   }
   CHECK(sm(paper.largest) <= 2.0);
   CHECK(sm(paper.largest) > 2.0 * 0.9999);
-  CHECK(1.0 / sm(paper.smallest) < 16777216.5);
-  CHECK(1.0 / sm(paper.smallest) > 16777216.5 * 0.9999);
+  CHECK(1.0 / sm(paper.smallest) <= 16646144.0);
+  CHECK(1.0 / sm(paper.smallest) > 16646144.0 * 0.9999);
 }
 
-// Known defect (reported), seen end to end: at the smallest scales the Paper preset accepts
-// (1 / sm_scale > 127 * 2^17), req_m = 0, every P is 0 and every row outputs 0. Here uniform
-// attention over V = 127 outputs 0 instead of 127.
+// At the smallest scale the Paper preset accepts (1 / sm_scale = 127 * 2^17, req_m = 1),
+// uniform attention over V = 127 still outputs 127 (beyond it req_m would be 0).
 TEST_CASE("extremes: Paper at its smallest representable scale still averages V",
-          "[extremes][paper][!mayfail]") {
+          "[extremes][paper]") {
   const Scales s = representable_scales<presets::Paper>(128);
   check_uniform<presets::Paper, std::int8_t>(Scales{s.smallest, s.smallest, s.smallest}, 40);
 }

@@ -29,7 +29,8 @@ bool is_non_overlapping(const Tensor4<T>& t) {
   for (const auto& [stride, extent] : dims) {
     if (extent == 1) continue;
     if (stride < span) return false;
-    span = stride * extent;
+    // A view whose span exceeds int64 addresses no real memory: reject it as overlapping.
+    if (__builtin_mul_overflow(stride, extent, &span)) return false;
   }
   return true;
 }

@@ -58,12 +58,16 @@ concept SoftmaxPolicy = Exp2Policy<typename S::exp_policy> &&
   { S::merge_element(x, x, f) } -> std::same_as<std::int32_t>;
 };
 
-/// Final normalisation into the output element type; `calibrate(v_scale, out_scale, sum_bits)`.
+/// Final normalisation into the output element type: `prepare` does the per-row work once (the
+/// row sum l), `apply(acc, row)` finishes one element; `calibrate(v_scale, out_scale, sum_bits)`.
 template <class O>
 concept OutputPolicy = PolicyParams<typename O::Params> &&
     std::is_trivially_copyable_v<typename O::value_type> &&
+    std::is_trivially_copyable_v<typename O::Row> &&
     requires(std::int32_t acc, std::int64_t l, const typename O::Params& prm,
-             typename O::Params& out, double scale, int bits) {
+             typename O::Params& out, double scale, int bits, const typename O::Row& row) {
+  { O::prepare(l, prm) } -> std::same_as<typename O::Row>;
+  { O::apply(acc, row) } -> std::same_as<typename O::value_type>;
   { O::apply(acc, l, prm) } -> std::same_as<typename O::value_type>;
   { O::calibrate(scale, scale, bits, out) } -> std::same_as<Status>;
   { O::default_scale_divisor() } -> std::convertible_to<double>;

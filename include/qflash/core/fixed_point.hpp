@@ -98,6 +98,15 @@ QFLASH_HOST_DEVICE constexpr std::uint32_t mul_high(std::uint32_t a, std::uint32
 #endif
 }
 
+/// floor(a * b / 2^32) for signed a, b: the high half of the 64-bit product.
+QFLASH_HOST_DEVICE constexpr std::int32_t mul_high(std::int32_t a, std::int32_t b) noexcept {
+#if defined(__CUDA_ARCH__)
+  return __mulhi(a, b);
+#else
+  return static_cast<std::int32_t>((static_cast<std::int64_t>(a) * b) >> 32);
+#endif
+}
+
 /// The high 64 bits of the 128-bit product a * b.
 QFLASH_HOST_DEVICE constexpr std::uint64_t mul_high(std::uint64_t a, std::uint64_t b) noexcept {
 #if defined(__CUDA_ARCH__)

@@ -62,9 +62,9 @@ struct Exp2Coefficients<3> {
 ///
 /// - In: u >= 0 in Q(F) octaves below the reference maximum (u < 0 is treated as 0), u < 2^31.
 /// - Split: q = u >> F (whole octaves), f = u & (2^F - 1) (fraction, Q(F)).
-/// - E(f) = Horner polynomial with Pmax * 2^G folded into the coefficients, so
-///   E ~ Pmax * 2^G * 2^(-f / 2^F), in [Pmax * 2^(G-1), Pmax * 2^G]. Horner steps round half up
-///   (floor(x + 1/2)); every product is < 2^31 because |a_k| < 2^(31-F) and f < 2^F.
+/// - E(f) = Horner polynomial with Pmax * 2^G folded into the coefficients (G: Pmax * 2^G < 2^30),
+///   so E ~ Pmax * 2^G * 2^(-f / 2^F), in [Pmax * 2^(G-1), Pmax * 2^G]. Each Horner step is one
+///   signed 32-bit high multiply (floor); E is non-increasing in f.
 /// - Out: p = round(E / 2^(q+G)) in [0, Pmax], weight = round(E / 2^(q+G-SumBits)); both round
 ///   half away from zero; 0 once q + G >= 32.
 /// - Error: the polynomial's (0.27 % quadratic, 0.012 % cubic) plus the final rounding.
@@ -83,10 +83,11 @@ struct PolyExp2 {
   static constexpr int sum_bits = SumBits;
   static constexpr int fraction_bits = F;
 
-  /// Largest G with Pmax * 2^G < 2^(31-F): keeps every Horner product inside int32.
+  /// Largest G with Pmax * 2^G < 2^30: E carries about 30 significant bits, so every partial
+  /// Horner sum and twice it fit int32.
   static constexpr int guard_bits = [] {
     int g = 0;
-    while ((std::int64_t{Pmax} << (g + 1)) < (std::int64_t{1} << (31 - F))) ++g;
+    while ((std::int64_t{Pmax} << (g + 1)) < (std::int64_t{1} << 30)) ++g;
     return g;
   }();
   static_assert(guard_bits >= SumBits, "PolyExp2: SumBits exceeds the precision of E");
@@ -102,13 +103,17 @@ struct PolyExp2 {
   static constexpr std::int64_t coefficient_q30 =
       detail::constant_round(detail::Exp2Coefficients<Degree>::c[K] * 1073741824.0);
 
-  /// Horner from degree K upwards: a_K + f * (a_{K+1} + f * (...)) / 2^F, rounding half up.
+  /// Horner from degree K upwards: a_K + floor(f * (a_{K+1} + ...) / 2^F), one signed 32-bit
+  /// high multiply per step: mul_high(f << (31 - F), 2 e) = floor(f * e / 2^F). Each step is
+  /// off by less than one unit while E falls by more than 0.34 * 2^(30 - F) units per step of
+  /// f, so E is non-increasing in f (monotone, tested exhaustively).
   template <int K = 0>
   QFLASH_HOST_DEVICE static constexpr std::int32_t mantissa(std::int32_t f) noexcept {
     if constexpr (K == Degree) {
       return coefficient<K>;
     } else {
-      return coefficient<K> + detail::round_half_up_shift(f * mantissa<K + 1>(f), F);
+      const std::int32_t scaled_f = f * (std::int32_t{1} << (31 - F));  // < 2^31
+      return coefficient<K> + mul_high(scaled_f, mantissa<K + 1>(f) * 2);
     }
   }
 
@@ -163,7 +168,7 @@ struct PolyExp2 {
 /// The row sum uses P itself (sum_bits = 0), as the paper does.
 struct PaperShiftExp2 {
   struct Params {
-    std::int32_t r;      ///< round(1 / sm_scale), in [1, 2^24]
+    std::int32_t r;      ///< round(1 / sm_scale), in [1, 127 * 2^17]
     std::int32_t exp_m;  ///< round(-sm_scale * 2^16), in [-2^17, 0]
     std::int32_t req_m;  ///< round(sm_scale * 127 * 2^16)
     std::int32_t l_m;    ///< round(2^30 / r): turns a p value in [0, r] into Q1.30
@@ -172,7 +177,10 @@ struct PaperShiftExp2 {
 
   static constexpr int pmax = 127;
   static constexpr int sum_bits = 0;
-  static constexpr std::int32_t max_r = std::int32_t{1} << 24;
+  /// Largest R: the 16-bit requantization multiplier req_m = round(127 * 2^16 / R) of the
+  /// released code is 0 for R > 127 * 2^17, which would make every P 0; such scales are rejected.
+  /// Below, req_m loses precision gradually (R = 10^6: the row maximum gets P = 122, not 127).
+  static constexpr std::int32_t max_r = 127 * (std::int32_t{1} << 17);
 
   /// The linear-fraction shift exp: ~ R * 2^(-u / R), in [0, 2R].
   QFLASH_HOST_DEVICE static constexpr std::int64_t shift_exp(std::int32_t u,
@@ -203,7 +211,7 @@ struct PaperShiftExp2 {
   }
 
   /// The released code's host constants from sm_scale (octaves per Q K^T unit). R must land in
-  /// [1, 2^24]: below, one unit spans more than an octave; above, req_m loses its precision.
+  /// [1, 127 * 2^17]: below, one unit spans more than an octave; above, req_m is 0.
   QFLASH_HOST_DEVICE static constexpr Status calibrate(double sm_scale, Params& out) noexcept {
     if (!is_positive_finite(sm_scale)) return Status::invalid_scale;
     const double inverse = 1.0 / sm_scale;
@@ -211,9 +219,11 @@ struct PaperShiftExp2 {
       return Status::scale_out_of_range;
     }
     const auto r = static_cast<std::int32_t>(round_to_int64(inverse));
+    const auto req_m = static_cast<std::int32_t>(round_to_int64(sm_scale * 127.0 * 65536.0));
+    if (req_m < 1) return Status::scale_out_of_range;  // 1 / sm_scale just above 127 * 2^17
     out.r = r;
     out.exp_m = static_cast<std::int32_t>(round_to_int64(-sm_scale * 65536.0));
-    out.req_m = static_cast<std::int32_t>(round_to_int64(sm_scale * 127.0 * 65536.0));
+    out.req_m = req_m;
     out.l_m = static_cast<std::int32_t>(round_to_int64(1073741824.0 / static_cast<double>(r)));
     return Status::ok;
   }

@@ -87,8 +87,12 @@ struct Log2Logit {
     Params prm{0, 0, 0, max_score_limit};
     if (!(per_unit * static_cast<double>(2 * max_score_limit) <=
           static_cast<double>(2 * kLogitHalfRange))) {
-      prm.score_limit = static_cast<std::int32_t>(
-          round_to_int64(static_cast<double>(kLogitHalfRange) / per_unit - 0.5));  // floor
+      // floor(2^28 / per_unit) in [0, 2^22); 0 once one unit spans more than 2^28 (every score
+      // saturates to the same logit).
+      prm.score_limit = per_unit > static_cast<double>(kLogitHalfRange)
+                            ? 0
+                            : static_cast<std::int32_t>(round_to_int64(
+                                  static_cast<double>(kLogitHalfRange) / per_unit - 0.5));
     }
     if (prm.score_limit == 0) {  // every score saturates to one value: t = 0
       out = prm;

@@ -135,11 +135,13 @@ struct DequantizeFloat16 {
   QFLASH_HOST_DEVICE static constexpr Status calibrate(double v_scale, double /*out_scale*/,
                                                        int sum_bits, Params& out) noexcept {
     const double integer_scale = v_scale / integer_scale_divisor;
-    const Status s = Integer::calibrate(v_scale, integer_scale, sum_bits, out.integer);
+    Params result{};
+    const Status s = Integer::calibrate(v_scale, integer_scale, sum_bits, result.integer);
     if (s != Status::ok) return s;
-    out.scale = static_cast<float>(integer_scale);
-    return is_positive_finite(static_cast<double>(out.scale)) ? Status::ok
-                                                              : Status::scale_out_of_range;
+    result.scale = static_cast<float>(integer_scale);
+    if (!is_positive_finite(static_cast<double>(result.scale))) return Status::scale_out_of_range;
+    out = result;  // written only on success
+    return Status::ok;
   }
 };
 
