@@ -58,9 +58,14 @@ __global__ void amax_kernel(const QkvViews<T> views, float* amax, std::int64_t c
   const Tensor4<const T>& x = views.in[t];
   const std::int64_t z = blockIdx.x / x.heads, h = blockIdx.x % x.heads;
   float local = 0.0f;
-  const std::int64_t elems = x.seq * x.dim;
-  for (std::int64_t i = threadIdx.x; i < elems; i += blockDim.x) {
-    local = fmaxf(local, fabsf(to_float(x(z, h, i / x.dim, i % x.dim))));  // fmaxf drops NaN
+  const T* slice = x.data + z * x.stride_batch + h * x.stride_head;
+  const auto dim = static_cast<int>(x.dim);
+  const int rows_per_pass = static_cast<int>(blockDim.x) / dim;  // D <= 128 < blockDim
+  const int first_row = static_cast<int>(threadIdx.x) / dim;
+  for (std::int64_t n = first_row < rows_per_pass ? first_row : x.seq; n < x.seq;
+       n += rows_per_pass) {
+    const int d = static_cast<int>(threadIdx.x) % dim;
+    local = fmaxf(local, fabsf(to_float(slice[n * x.stride_seq + d * x.stride_dim])));  // drops NaN
   }
   for (int offset = 16; offset > 0; offset /= 2) {
     local = fmaxf(local, __shfl_xor_sync(0xffffffffu, local, offset));
@@ -90,12 +95,19 @@ __global__ void quantize_kernel(const QkvViews<T> views, const float* amax, floa
   const std::int64_t z = blockIdx.x / x.heads, h = blockIdx.x % x.heads;
   const std::int64_t slot = t * count + (count == 1 ? 0 : h);
   const float scale = symmetric_scale(amax[slot]);
-  const std::int64_t elems = x.seq * x.dim;
-  for (std::int64_t i = threadIdx.x; i < elems; i += blockDim.x) {
-    const std::int64_t n = i / x.dim, d = i % x.dim;
-    const float rounded = rintf(__fdiv_rn(to_float(x(z, h, n, d)), scale));
+  const T* slice = x.data + z * x.stride_batch + h * x.stride_head;
+  std::int8_t* out_slice = out.data + z * out.stride_batch + h * out.stride_head;
+  const auto dim = static_cast<int>(x.dim);
+  const int rows_per_pass = static_cast<int>(blockDim.x) / dim;  // D <= 128 < blockDim
+  const int first_row = static_cast<int>(threadIdx.x) / dim;
+  for (std::int64_t n = first_row < rows_per_pass ? first_row : x.seq; n < x.seq;
+       n += rows_per_pass) {
+    const int d = static_cast<int>(threadIdx.x) % dim;
+    const float rounded =
+        rintf(__fdiv_rn(to_float(slice[n * x.stride_seq + d * x.stride_dim]), scale));
     const float clamped = isnan(rounded) ? 0.0f : fminf(fmaxf(rounded, -127.0f), 127.0f);
-    out(z, h, n, d) = static_cast<std::int8_t>(__float2int_rn(clamped));
+    out_slice[n * out.stride_seq + d * out.stride_dim] =
+        static_cast<std::int8_t>(__float2int_rn(clamped));
   }
   if (threadIdx.x == 0 && z == 0 && (count != 1 || h == 0)) scales[slot] = scale;
 }
@@ -119,6 +131,7 @@ Status check_views(const Tensor4<const T>& x, const Tensor4<std::int8_t>& out,
                    const Tensor4<const T>& q) {
   if (x.data == nullptr || out.data == nullptr) return Status::null_pointer;
   if (x.batch <= 0 || x.heads <= 0 || x.seq <= 0 || x.dim <= 0) return Status::empty_problem;
+  if (!is_supported_head_dim(x.dim)) return Status::unsupported_head_dim;
   if (out.batch != x.batch || out.heads != x.heads || out.seq != x.seq || out.dim != x.dim ||
       x.batch != q.batch || x.heads != q.heads || x.dim != q.dim) {
     return Status::shape_mismatch;
