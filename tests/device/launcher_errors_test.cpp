@@ -3,10 +3,12 @@
 // writes nothing: the poisoned output must come back unchanged.
 #include <cstdint>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "device/gpu_buffer.hpp"
+#include "qflash/core/float16.hpp"
 #include "qflash_instances.hpp"
 #include "support/catch.hpp"
 
@@ -142,4 +144,83 @@ TEST_CASE("device launcher: more host parameter sets than a launch can carry", "
   CHECK(f.ops.launch(AttentionProblem{t, t, t}, params.data(), heads, out.get(), strides,
                      nullptr) == Status::too_many_heads);
   for (const auto b : out.download()) REQUIRE(b == 0x11);
+}
+
+TEST_CASE("device launcher: launches captured in a CUDA graph replay bit-exactly", "[gpu][graph]") {
+  // No host synchronisation and no allocation inside the launcher: both the int8 kernel and the
+  // fp16 pipeline (memset + quantize + calibrate + kernel) can be captured and replayed.
+  const std::int64_t z = 2, h = 3, n = 197, d = 64, elems = z * h * n * d;
+  std::mt19937 rng(77);
+  std::uniform_int_distribution<int> code(-127, 127);
+  std::vector<std::int8_t> q(static_cast<std::size_t>(elems)), k(q.size()), v(q.size());
+  for (auto* t : {&q, &k, &v}) {
+    for (auto& x : *t) x = static_cast<std::int8_t>(code(rng));
+  }
+  GpuBuffer<std::int8_t> dq(q.size()), dk(k.size()), dv(v.size()), dout(q.size());
+  dq.upload(q);
+  dk.upload(k);
+  dv.upload(v);
+  const instances::Ops& ops = instances::ops(Preset::precise, OutputType::s8);
+  std::vector<unsigned char> params(ops.params_size);
+  const float scale = 4.0f / 127;
+  REQUIRE(ops.calibrate(QuantScales{{&scale, 1}, {&scale, 1}, {&scale, 1}}, static_cast<int>(d),
+                        params.data(), 1) == Status::ok);
+  const std::int64_t strides[4] = {h * n * d, n * d, d, 1};
+  std::vector<std::int8_t> expected(q.size());
+  const AttentionProblem host{bhnd<const std::int8_t>(q.data(), z, h, n, d),
+                              bhnd<const std::int8_t>(k.data(), z, h, n, d),
+                              bhnd<const std::int8_t>(v.data(), z, h, n, d)};
+  REQUIRE(ops.reference(host, params.data(), 1, expected.data(), strides) == Status::ok);
+
+  cudaStream_t stream = nullptr;
+  test::cuda_check(cudaStreamCreate(&stream), "stream");
+  test::cuda_check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "begin capture");
+  const AttentionProblem dev{bhnd<const std::int8_t>(dq.get(), z, h, n, d),
+                             bhnd<const std::int8_t>(dk.get(), z, h, n, d),
+                             bhnd<const std::int8_t>(dv.get(), z, h, n, d)};
+  const Status captured = ops.launch(dev, params.data(), 1, dout.get(), strides, stream);
+  cudaGraph_t graph = nullptr;
+  const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+  REQUIRE(captured == Status::ok);
+  REQUIRE(end == cudaSuccess);
+  cudaGraphExec_t exec = nullptr;
+  test::cuda_check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  for (const int poison : {0x11, 0x6e}) {  // two replays over different poisons
+    dout.fill_bytes(poison);
+    test::cuda_check(cudaGraphLaunch(exec, stream), "graph launch");
+    test::cuda_check(cudaStreamSynchronize(stream), "synchronize");
+    CHECK(dout.download() == expected);
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+
+  // The fp16 pipeline: an eager run, then a captured one replayed; both outputs must agree.
+  std::vector<std::uint16_t> halves(q.size());
+  for (auto& x : halves) x = float_to_half_bits(static_cast<float>(code(rng)) / 32.0f);
+  GpuBuffer<std::uint16_t> dh(halves.size());
+  dh.upload(halves);
+  const instances::Ops& f16 = instances::ops(Preset::precise, OutputType::f16);
+  GpuBuffer<std::int8_t> q8(q.size()), k8(q.size()), v8(q.size());
+  GpuBuffer<float> scales(3), amax(3);
+  GpuBuffer<unsigned char> dparams(f16.params_size);
+  GpuBuffer<Status> statuses(1);
+  GpuBuffer<std::uint16_t> eager(q.size()), replay(q.size());
+  const instances::HalfPipelineWorkspace ws{q8.get(),   k8.get(),      v8.get(),       scales.get(),
+                                            amax.get(), dparams.get(), statuses.get(), 1};
+  const auto hv = bhnd<const std::uint16_t>(dh.get(), z, h, n, d);
+  REQUIRE(f16.launch_from_half(hv, hv, hv, eager.get(), strides, ws, stream) == Status::ok);
+  test::cuda_check(cudaStreamSynchronize(stream), "synchronize");
+  test::cuda_check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "begin capture");
+  const Status pipeline = f16.launch_from_half(hv, hv, hv, replay.get(), strides, ws, stream);
+  const cudaError_t end16 = cudaStreamEndCapture(stream, &graph);
+  REQUIRE(pipeline == Status::ok);
+  REQUIRE(end16 == cudaSuccess);
+  test::cuda_check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  replay.fill_bytes(0x3c);
+  test::cuda_check(cudaGraphLaunch(exec, stream), "graph launch");
+  test::cuda_check(cudaStreamSynchronize(stream), "synchronize");
+  CHECK(replay.download() == eager.download());
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
 }
