@@ -25,30 +25,18 @@ bool valid_ids(int preset, int output) {
   return preset >= 0 && preset <= 2 && output >= 0 && output <= 3;
 }
 
-Tensor4<const std::int8_t> view_s8(const void* data, const std::int64_t* shape,
-                                   const std::int64_t* strides) {
-  return Tensor4<const std::int8_t>{static_cast<const std::int8_t*>(data),
-                                    shape[0],
-                                    shape[1],
-                                    shape[2],
-                                    shape[3],
-                                    strides[0],
-                                    strides[1],
-                                    strides[2],
-                                    strides[3]};
-}
-
-Tensor4<const std::uint16_t> view_f16(const void* data, const std::int64_t* shape,
-                                      const std::int64_t* strides) {
-  return Tensor4<const std::uint16_t>{static_cast<const std::uint16_t*>(data),
-                                      shape[0],
-                                      shape[1],
-                                      shape[2],
-                                      shape[3],
-                                      strides[0],
-                                      strides[1],
-                                      strides[2],
-                                      strides[3]};
+/// A [Z, H, N, D] view of device data from a shape[4] and strides[4] (elements).
+template <class T>
+Tensor4<const T> view(const void* data, const std::int64_t* shape, const std::int64_t* strides) {
+  return Tensor4<const T>{static_cast<const T*>(data),
+                          shape[0],
+                          shape[1],
+                          shape[2],
+                          shape[3],
+                          strides[0],
+                          strides[1],
+                          strides[2],
+                          strides[3]};
 }
 
 }  // namespace
@@ -91,8 +79,9 @@ int qflash_plan_run(const void* plan_ptr, const void* q, const void* k, const vo
     return static_cast<int>(Status::null_pointer);
   }
   const auto* plan = static_cast<const Plan*>(plan_ptr);
-  AttentionProblem p{view_s8(q, q_shape, strides), view_s8(k, kv_shape, strides + 4),
-                     view_s8(v, kv_shape, strides + 8)};
+  AttentionProblem p{view<std::int8_t>(q, q_shape, strides),
+                     view<std::int8_t>(k, kv_shape, strides + 4),
+                     view<std::int8_t>(v, kv_shape, strides + 8)};
   const std::int64_t out_strides[4] = {strides[12], strides[13], strides[14], strides[15]};
   return static_cast<int>(
       instances::ops(plan->preset, plan->output)
@@ -138,9 +127,9 @@ int qflash_half_run(int preset, int output, const void* q, const void* k, const 
                                           align(static_cast<std::int64_t>(ops.params_size)));
   ws.count = 1;
   const std::int64_t out_strides[4] = {strides[12], strides[13], strides[14], strides[15]};
-  return static_cast<int>(
-      ops.launch_from_half(view_f16(q, q_shape, strides), view_f16(k, kv_shape, strides + 4),
-                           view_f16(v, kv_shape, strides + 8), out, out_strides, ws, stream));
+  return static_cast<int>(ops.launch_from_half(
+      view<std::uint16_t>(q, q_shape, strides), view<std::uint16_t>(k, kv_shape, strides + 4),
+      view<std::uint16_t>(v, kv_shape, strides + 8), out, out_strides, ws, stream));
 }
 
 const char* qflash_status_name(int status) { return to_string(static_cast<Status>(status)); }

@@ -62,11 +62,14 @@ enum class BiasKind : std::uint8_t {
   relative_table,  ///< values[h * stride_head + index[i][j] * stride_entry] (Swin)
 };
 
-/// An additive attention bias in Q16 octaves (round(bias_nats * log2(e) * 2^16)), shared by every
-/// batch element and window: never expanded to [Z, H, N, N]. `heads` is H, or 1 to broadcast.
-struct AttentionBias {
+/// An additive attention bias over elements of type T, shared by every batch element and window:
+/// never expanded to [Z, H, N, N]. `heads` is H, or 1 to broadcast over heads. The kernel and the
+/// integer reference read `AttentionBias` (Q16 octaves, round(bias_nats * log2(e) * 2^16)); the
+/// float oracle reads the same layout in nats (reference::FloatBias).
+template <class T>
+struct BiasView {
   BiasKind kind = BiasKind::none;
-  const std::int32_t* values = nullptr;
+  const T* values = nullptr;
   std::int64_t heads = 0;
   std::int64_t rows = 0, cols = 0;      ///< must equal Nq and Nkv
   const std::int32_t* index = nullptr;  ///< relative_table: contiguous [Nq, Nkv]
@@ -74,19 +77,28 @@ struct AttentionBias {
   std::int64_t stride_head = 0;         ///< relative_table: element stride between heads
   std::int64_t stride_entry = 1;        ///< relative_table: element stride between entries
 
-  /// The bias of head h, query i, key j. Relative-table indices outside [0, table_size) are
-  /// clamped (the host reference rejects them; the GPU cannot report them without a sync).
-  QFLASH_HOST_DEVICE constexpr std::int32_t at(std::int64_t h, std::int64_t i,
-                                               std::int64_t j) const noexcept {
+  /// The bias of head h, query i, key j (0 without a bias). Relative-table indices outside
+  /// [0, table_size) are clamped (the host reference rejects them; the GPU cannot report them
+  /// without a sync).
+  QFLASH_HOST_DEVICE constexpr T at(std::int64_t h, std::int64_t i, std::int64_t j) const noexcept {
     const std::int64_t head = heads == 1 ? 0 : h;
     if (kind == BiasKind::dense) return values[(head * rows + i) * cols + j];
     if (kind == BiasKind::relative_table) {
       const std::int64_t entry = clamp<std::int64_t>(index[i * cols + j], 0, table_size - 1);
       return values[head * stride_head + entry * stride_entry];
     }
-    return 0;
+    return T{0};
+  }
+
+  /// The same layout as an integer bias without values: what shape and index checks read.
+  constexpr BiasView<std::int32_t> layout() const noexcept {
+    return BiasView<std::int32_t>{kind,  nullptr,    heads,       rows,        cols,
+                                  index, table_size, stride_head, stride_entry};
   }
 };
+
+/// The bias of the integer pipeline, in Q16 octaves.
+using AttentionBias = BiasView<std::int32_t>;
 
 /// A boolean mask [windows, Nq, Nkv], contiguous, nonzero = the key is visible to the query.
 /// Batch element z uses window z % windows (Swin's shifted windows: batch index b * nW + w).

@@ -51,6 +51,19 @@ struct QkvViews {
   Tensor4<std::int8_t> out[3];
 };
 
+/// Calls visit(n, d) for every element of a [N, D] slice, threads mapped to head-dim lanes
+/// (rows_per_pass = blockDim / D rows at a time; D <= 128 < blockDim).
+template <class Visit>
+QFLASH_DEVICE void for_each_slice_element(std::int64_t seq, std::int64_t dim, Visit&& visit) {
+  const auto lanes = static_cast<int>(dim);
+  const int rows_per_pass = static_cast<int>(blockDim.x) / lanes;
+  const int first_row = static_cast<int>(threadIdx.x) / lanes;
+  const int d = static_cast<int>(threadIdx.x) % lanes;
+  for (std::int64_t n = first_row < rows_per_pass ? first_row : seq; n < seq; n += rows_per_pass) {
+    visit(n, d);
+  }
+}
+
 /// Block (zh, t): max |x| over the (z, h) slice of tensor t, folded into amax[t * count + slot].
 template <class T>
 __global__ void amax_kernel(const QkvViews<T> views, float* amax, std::int64_t count) {
@@ -59,14 +72,9 @@ __global__ void amax_kernel(const QkvViews<T> views, float* amax, std::int64_t c
   const std::int64_t z = blockIdx.x / x.heads, h = blockIdx.x % x.heads;
   float local = 0.0f;
   const T* slice = x.data + z * x.stride_batch + h * x.stride_head;
-  const auto dim = static_cast<int>(x.dim);
-  const int rows_per_pass = static_cast<int>(blockDim.x) / dim;  // D <= 128 < blockDim
-  const int first_row = static_cast<int>(threadIdx.x) / dim;
-  for (std::int64_t n = first_row < rows_per_pass ? first_row : x.seq; n < x.seq;
-       n += rows_per_pass) {
-    const int d = static_cast<int>(threadIdx.x) % dim;
+  for_each_slice_element(x.seq, x.dim, [&](std::int64_t n, int d) {
     local = fmaxf(local, fabsf(to_float(slice[n * x.stride_seq + d * x.stride_dim])));  // drops NaN
-  }
+  });
   for (int offset = 16; offset > 0; offset /= 2) {
     local = fmaxf(local, __shfl_xor_sync(0xffffffffu, local, offset));
   }
@@ -97,18 +105,13 @@ __global__ void quantize_kernel(const QkvViews<T> views, const float* amax, floa
   const float scale = symmetric_scale(amax[slot]);
   const T* slice = x.data + z * x.stride_batch + h * x.stride_head;
   std::int8_t* out_slice = out.data + z * out.stride_batch + h * out.stride_head;
-  const auto dim = static_cast<int>(x.dim);
-  const int rows_per_pass = static_cast<int>(blockDim.x) / dim;  // D <= 128 < blockDim
-  const int first_row = static_cast<int>(threadIdx.x) / dim;
-  for (std::int64_t n = first_row < rows_per_pass ? first_row : x.seq; n < x.seq;
-       n += rows_per_pass) {
-    const int d = static_cast<int>(threadIdx.x) % dim;
+  for_each_slice_element(x.seq, x.dim, [&](std::int64_t n, int d) {
     const float rounded =
         rintf(__fdiv_rn(to_float(slice[n * x.stride_seq + d * x.stride_dim]), scale));
     const float clamped = isnan(rounded) ? 0.0f : fminf(fmaxf(rounded, -127.0f), 127.0f);
     out_slice[n * out.stride_seq + d * out.stride_dim] =
         static_cast<std::int8_t>(__float2int_rn(clamped));
-  }
+  });
   if (threadIdx.x == 0 && z == 0 && (count != 1 || h == 0)) scales[slot] = scale;
 }
 

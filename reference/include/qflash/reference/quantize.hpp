@@ -193,34 +193,7 @@ inline std::vector<double> dequantize(std::span<const Float16> values) {
 /// - dense: values[(h * rows + i) * cols + j], contiguous [heads, Nq, Nkv].
 /// - relative_table: values[h * stride_head + index[i * cols + j] * stride_entry] (Swin).
 /// `heads` is H, or 1 to broadcast over heads. Shared by every batch element and window.
-struct FloatBias {
-  BiasKind kind = BiasKind::none;
-  const float* values = nullptr;
-  std::int64_t heads = 0;
-  std::int64_t rows = 0, cols = 0;      ///< must equal Nq and Nkv
-  const std::int32_t* index = nullptr;  ///< relative_table: contiguous [Nq, Nkv]
-  std::int64_t table_size = 0;          ///< relative_table: entries per head
-  std::int64_t stride_head = 0;         ///< relative_table: element stride between heads
-  std::int64_t stride_entry = 1;        ///< relative_table: element stride between entries
-
-  /// The bias of head h, query i, key j, in nats; 0 without a bias. Relative-table indices must
-  /// lie in [0, table_size) (validated by the callers; clamped here as AttentionBias does).
-  float at(std::int64_t h, std::int64_t i, std::int64_t j) const noexcept {
-    const std::int64_t head = heads == 1 ? 0 : h;
-    if (kind == BiasKind::dense) return values[(head * rows + i) * cols + j];
-    if (kind == BiasKind::relative_table) {
-      const std::int64_t entry = clamp<std::int64_t>(index[i * cols + j], 0, table_size - 1);
-      return values[head * stride_head + entry * stride_entry];
-    }
-    return 0.0f;
-  }
-
-  /// The same layout with integer values: the shape fields of an AttentionBias (values unset).
-  AttentionBias layout() const noexcept {
-    return AttentionBias{kind,  nullptr,    heads,       rows,        cols,
-                         index, table_size, stride_head, stride_entry};
-  }
-};
+using FloatBias = BiasView<float>;
 
 /// A bias in nats -> Q16 octaves, the format of AttentionBias:
 /// round_half_away_from_zero((double)nats * log2(e) * 65536), saturated to
