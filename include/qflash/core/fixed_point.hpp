@@ -9,6 +9,7 @@
 /// from zero, unless a function's name says otherwise.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 
 #include "qflash/core/config.hpp"
@@ -77,10 +78,36 @@ QFLASH_HOST_DEVICE constexpr std::int64_t round_shift_bounded(std::int64_t x, in
   return (x + half + negative) >> s;
 }
 
+/// The exact 64-bit product of two int32 values. On the device one `mul.wide.s32` (ptxas does
+/// not always find it in the C++ form, and falls back to a four-instruction 64 x 64 multiply).
+QFLASH_HOST_DEVICE constexpr std::int64_t mul_wide(std::int32_t a, std::int32_t b) noexcept {
+#if defined(__CUDA_ARCH__)
+  if (!__builtin_is_constant_evaluated()) {  // std::is_constant_evaluated is host-only
+    std::int64_t product;
+    asm("mul.wide.s32 %0, %1, %2;" : "=l"(product) : "r"(a), "r"(b));
+    return product;
+  }
+#endif
+  return static_cast<std::int64_t>(a) * static_cast<std::int64_t>(b);
+}
+
+/// a * b + c exactly, for int32 a, b and |c| <= 2^62. On the device one `mad.wide.s32`.
+QFLASH_HOST_DEVICE constexpr std::int64_t mul_add_wide(std::int32_t a, std::int32_t b,
+                                                       std::int64_t c) noexcept {
+#if defined(__CUDA_ARCH__)
+  if (!__builtin_is_constant_evaluated()) {
+    std::int64_t result;
+    asm("mad.wide.s32 %0, %1, %2, %3;" : "=l"(result) : "r"(a), "r"(b), "l"(c));
+    return result;
+  }
+#endif
+  return static_cast<std::int64_t>(a) * static_cast<std::int64_t>(b) + c;
+}
+
 /// round(a * b / 2^s) half away from zero for int32 a, b (|a * b| <= 2^62) and 0 <= s <= 62.
 QFLASH_HOST_DEVICE constexpr std::int64_t mul_round_shift_bounded(std::int32_t a, std::int32_t b,
                                                                   int s) noexcept {
-  return round_shift_bounded(static_cast<std::int64_t>(a) * static_cast<std::int64_t>(b), s);
+  return round_shift_bounded(mul_wide(a, b), s);
 }
 
 /// round(a * b / 2^s) half away from zero for |a * b| <= 2^62 and 0 <= s <= 62.
@@ -114,6 +141,15 @@ QFLASH_HOST_DEVICE constexpr std::uint64_t mul_high(std::uint64_t a, std::uint64
 #else
   __extension__ using Wide = unsigned __int128;  // g++/clang++ extension (x86-64, aarch64)
   return static_cast<std::uint64_t>((static_cast<Wide>(a) * b) >> 64);
+#endif
+}
+
+/// The number of significant bits of x (0 for x == 0): std::bit_width, also on the device.
+QFLASH_HOST_DEVICE constexpr int bit_width(std::uint64_t x) noexcept {
+#if defined(__CUDA_ARCH__)
+  return 64 - __clzll(static_cast<long long>(x));
+#else
+  return static_cast<int>(std::bit_width(x));
 #endif
 }
 

@@ -6,11 +6,22 @@
 /// holds sum_j weight_j = sum_j P_j * 2^sum_bits (approximately). The real output is
 /// s_v * acc * 2^sum_bits / l, so in units of s_out it is acc * ratio * 2^sum_bits / l with
 /// ratio = s_v / s_out. Calibration writes ratio * 2^sum_bits = M * 2^-shift (M in [2^30, 2^31),
-/// shift in [0, 31]); the policy then computes one exact integer division:
-///   O = saturate(round(acc * M / (l * 2^shift)))
-/// Bounds: |acc| < 2^31 and M < 2^31 give |acc * M| < 2^62; l < 2^31 (Nkv within the
-/// configuration's bound) and shift <= 31 give l * 2^shift < 2^62. A row with l == 0 (every key
-/// masked) outputs 0.
+/// shift in [0, 31]).
+///
+/// The division by l happens once per row, as a dyadic row multiplier (one 64-bit division):
+///   r  = ceil(M * 2^32 / l)                          (M * 2^32 < 2^63; r >= 2^31 for l < 2^31)
+///   r' = ceil(r / 2^e), e = max(0, bit_width(r) - 31), so r' in [2^30, 2^31) (31 bits; a carry
+///        to 2^31 becomes 2^30 with e + 1)
+///   k  = 32 + shift - e                             (the row's total right shift, in [0, 63])
+/// and every element costs one 32 x 32 -> 64-bit product and one rounding shift:
+///   O = saturate(round(acc * r' / 2^k))             (|acc * r'| < 2^62; k = 63 gives 0)
+/// The last rounding is half away from zero, or toward zero in `toward_zero` mode. Both ceilings
+/// make r' / 2^k at least the exact ratio M / (l * 2^shift) and at most 2^-30 above it
+/// (relatively), so |acc * r' / 2^k| is the exact quotient's magnitude or slightly more: integer
+/// quotients (a row whose weight sits on one key, equal rows of V) and exact ties come out
+/// exactly, with truncation too. O differs from the exactly rounded quotient only where that
+/// quotient lies within |O| * 2^-30 below a rounding boundary (in magnitude), by one unit
+/// (tests/host/output_test.cpp). A row with l <= 0 (every key masked) outputs 0.
 #pragma once
 
 #include <concepts>
@@ -37,26 +48,40 @@ struct Requantize {
     friend constexpr bool operator==(const Params&, const Params&) = default;
   };
 
-  /// What one row shares: the divisor l * 2^shift, prepared once (a 64-bit division), and the
-  /// multiplier. A row with l <= 0 (no visible key) outputs 0.
+  /// What one row shares: its dyadic multiplier r' (0 for a row that outputs 0) and shift k.
   struct Row {
-    Reciprocal divisor;
-    std::int32_t multiplier;
-    bool empty;
+    std::int32_t multiplier;  ///< r' in [2^30, 2^31), or 0
+    std::int32_t shift;       ///< k in [0, 62]
   };
 
   QFLASH_HOST_DEVICE static constexpr Row prepare(std::int64_t row_sum,
                                                   const Params& prm) noexcept {
-    if (row_sum <= 0) return Row{Reciprocal{1, 0}, prm.multiplier, true};
-    return Row{Reciprocal::of(static_cast<std::uint64_t>(row_sum) << prm.shift), prm.multiplier,
-               false};
+    if (row_sum <= 0) return Row{0, 0};
+    const auto l = static_cast<std::uint64_t>(row_sum);
+    const std::uint64_t r = ((static_cast<std::uint64_t>(prm.multiplier) << 32) + (l - 1)) / l;
+    const int width = bit_width(r);  // <= 63
+    int e = width > 31 ? width - 31 : 0;
+    std::uint64_t normalised = (r + ((std::uint64_t{1} << e) - 1)) >> e;  // ceil(r / 2^e)
+    if (normalised >> 31 != 0) {  // the ceiling carried into bit 31: 2^31 -> 2^30, one more shift
+      normalised >>= 1;
+      ++e;
+    }
+    const int k = 32 + prm.shift - e;
+    if (normalised == 0 || k > 62) return Row{0, 0};  // |acc * r'| < 2^62: rounds to 0 at k = 63
+    return Row{static_cast<std::int32_t>(normalised), k};
   }
 
-  /// O = saturate(round(acc * M / (l * 2^shift))): exact, |acc * M| < 2^62.
+  /// O = saturate(round(acc * r' / 2^k)).
   QFLASH_HOST_DEVICE static constexpr OutT apply(std::int32_t acc, const Row& row) noexcept {
-    if (row.empty) return OutT{0};
-    const std::int64_t numerator = static_cast<std::int64_t>(acc) * row.multiplier;
-    return saturate_cast<OutT>(row.divisor.divide(numerator, Mode));
+    const std::int64_t product = mul_wide(acc, row.multiplier);  // |.| < 2^62
+    std::int64_t quotient = 0;
+    if constexpr (Mode == Rounding::half_away_from_zero) {
+      quotient = round_shift_bounded(product, row.shift);
+    } else {  // toward zero: floor((x + 2^k - 1) / 2^k) for x < 0
+      const std::int64_t bias = (product >> 63) & ((std::int64_t{1} << row.shift) - 1);
+      quotient = (product + bias) >> row.shift;
+    }
+    return saturate_cast<OutT>(quotient);
   }
 
   /// One element without a prepared row (the same value as prepare + apply).
