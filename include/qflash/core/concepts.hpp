@@ -36,7 +36,8 @@ concept LogitPolicy = PolicyParams<typename L::Params> &&
 };
 
 /// Distance below a maximum -> probability p in [0, pmax] and its row-sum weight; `rescale_q30`
-/// gives 2^-d in Q1.30. pmax <= 255 so that P fits the u8 operand of the tensor-core P V.
+/// gives 2^-d in Q1.30, in [0, 2^30] (the online softmax relies on that range). pmax <= 255 so that
+/// P fits the u8 operand of the tensor-core P V.
 template <class E>
 concept Exp2Policy = PolicyParams<typename E::Params> &&
     requires(std::int32_t u, const typename E::Params& prm, typename E::Params& out, double x) {

@@ -141,6 +141,17 @@ QFLASH_DEVICE T shuffle_xor(const T& value, int mask) {
   return w.value;
 }
 
+/// Whether the softmax policy quantizes P against the tile's own maximum (reference_max needs
+/// no row state), known at compile time.
+template <class Softmax>
+consteval bool reference_is_tile_max() {
+  if constexpr (requires { Softmax::max_mode; }) {
+    return Softmax::max_mode == MaxMode::tile_local;
+  } else {
+    return false;
+  }
+}
+
 }  // namespace detail
 
 /// Resident CTAs per SM the compiler must allow (register budget): 4 for head dims up to 64
@@ -213,7 +224,10 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
 
   std::uint32_t q_frag[Shape::k_chunks_qk][4];
   std::int32_t acc[Shape::d_tiles][4] = {};
-  RowState rows[2] = {};  // rows group and group + 8 of this warp
+  // Each row's online-softmax state is kept (and merged) by the two lanes of its quad pair
+  // that own it: lanes with an even quad index keep row `group`, odd ones row `group + 8`.
+  const int mine = quad & 1;
+  RowState my_state = {};
 
   const auto steps = static_cast<int>((nkv + STEP - 1) / STEP);
   for (int step = 0; step < steps; ++step) {
@@ -289,69 +303,87 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
         }
       }
 
-      // 2. logits of visible entries; 3. row maxima (quad reduction). Every entry is computed
-      // without branches (logits are defined for every score) and hidden ones are masked out,
-      // so the entries of a thread are independent instruction streams. kNone is never a
-      // logit: |t| < 2^30.
+      // 2. logits of visible entries; 3. row maxima (quad reduction); 4. probabilities against
+      // the reference maximum, packed as the A operand of P V. Every entry is computed without
+      // branches (logits are defined for every score) and hidden ones are masked out, so the
+      // entries of a thread are independent instruction streams. kNone is never a logit:
+      // |t| < 2^30. Rows at or past Nq are never written, and no row of an mma influences
+      // another, so without a bias or mask their entries count as visible (their garbage stays
+      // in their own rows); with one, they are hidden, because the bias and mask rows past Nq
+      // must not be read. Three variants: `Extras` (bias/mask), `Full` (no padded key).
       const auto keys_left = static_cast<int>(nkv - key0 < STEP ? nkv - key0 : STEP);
-      std::conditional_t<(Shape::n_tiles * 4 > 32), std::uint64_t, std::uint32_t> visible = 0;
-      const auto compute_logits = [&]<bool Extras>() {
+      const auto softmax_block = [&]<bool Extras, bool Full>() {
+        std::conditional_t<(Shape::n_tiles * 4 > 32), std::uint64_t, std::uint32_t> visible = 0;
         QFLASH_UNROLL
         for (int nt = 0; nt < Shape::n_tiles; ++nt) {
           QFLASH_UNROLL
           for (int e = 0; e < 4; ++e) {
             const int col = 8 * nt + 2 * quad + (e % 2);
-            bool vis = row_valid[e / 2] && col < keys_left;
+            bool vis = Full || col < keys_left;
             std::int32_t bias = 0;
             if constexpr (Extras) {
               const std::int64_t row = warp_row0 + group + 8 * (e / 2);
               const std::int64_t key = key0 + col;
-              vis = vis && (mask_window < 0 || p.mask.window_row(mask_window, row)[key] != 0);
+              vis = vis && row_valid[e / 2] &&
+                    (mask_window < 0 || p.mask.window_row(mask_window, row)[key] != 0);
               bias = vis ? p.bias.at(h, row, key) : 0;
             }
             const std::int32_t t = Cfg::Logit::apply(s[nt][e], bias, prm.logit);
             s[nt][e] = t;
             tile_max[e / 2] = vis ? max(tile_max[e / 2], t) : tile_max[e / 2];
-            visible |= static_cast<decltype(visible)>(vis) << (4 * nt + e);
+            if constexpr (Extras) visible |= static_cast<decltype(visible)>(vis) << (4 * nt + e);
           }
         }
-      };
-      if (plain) {
-        compute_logits.template operator()<false>();
-      } else {
-        compute_logits.template operator()<true>();
-      }
-      QFLASH_UNROLL
-      for (int r = 0; r < 2; ++r) {
-        tile_max[r] = max(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-        tile_max[r] = max(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-      }
-      // 4. probabilities against the reference maximum, packed as the A operand of P V. A row
-      // without visible keys uses reference 0, so that reference - t stays inside int32.
-      std::int32_t reference[2];
-      QFLASH_UNROLL
-      for (int r = 0; r < 2; ++r) {
-        reference[r] = tile_max[r] == kNone ? 0 : Softmax::reference_max(rows[r], tile_max[r]);
-      }
-      QFLASH_UNROLL
-      for (int nt = 0; nt < Shape::n_tiles; ++nt) {
         QFLASH_UNROLL
-        for (int e = 0; e < 4; ++e) {
-          const Exp2Value v = Cfg::Exp::apply(reference[e / 2] - s[nt][e], prm.exp);
-          const bool vis = (visible >> (4 * nt + e)) & 1u;
-          const auto prob = vis ? static_cast<std::uint32_t>(v.p) : 0u;
-          tile_sum[e / 2] += vis ? v.weight : 0;
-          // S tile nt, element e -> register (nt / 4, (e / 2) + 2 * ((nt / 2) % 2)),
-          // byte (e % 2) + 2 * (nt % 2).
-          const int reg = (e / 2) + 2 * ((nt / 2) % 2);
-          const int byte = (e % 2) + 2 * (nt % 2);
-          p_frag[nt / 4][reg] |= prob << (8 * byte);
+        for (int r = 0; r < 2; ++r) {
+          tile_max[r] = max(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+          tile_max[r] = max(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
         }
-      }
-      QFLASH_UNROLL
-      for (int r = 0; r < 2; ++r) {
-        tile_sum[r] += __shfl_xor_sync(0xffffffffu, tile_sum[r], 1);
-        tile_sum[r] += __shfl_xor_sync(0xffffffffu, tile_sum[r], 2);
+        // A row without visible keys uses reference 0, so that reference - t stays in int32.
+        // Each lane derives its own row's reference; the other row's comes from its partner
+        // lane, unless the policy quantizes against the tile maximum (no state needed).
+        std::int32_t reference[2];
+        if constexpr (detail::reference_is_tile_max<Softmax>()) {
+          QFLASH_UNROLL
+          for (int r = 0; r < 2; ++r) reference[r] = tile_max[r] == kNone ? 0 : tile_max[r];
+        } else {
+          const std::int32_t my_tile_max = mine == 0 ? tile_max[0] : tile_max[1];
+          const std::int32_t own =
+              my_tile_max == kNone ? 0 : Softmax::reference_max(my_state, my_tile_max);
+          const std::int32_t partner = __shfl_xor_sync(0xffffffffu, own, 1);
+          reference[0] = mine == 0 ? own : partner;
+          reference[1] = mine == 0 ? partner : own;
+        }
+        QFLASH_UNROLL
+        for (int nt = 0; nt < Shape::n_tiles; ++nt) {
+          QFLASH_UNROLL
+          for (int e = 0; e < 4; ++e) {
+            const Exp2Value v = Cfg::Exp::apply(reference[e / 2] - s[nt][e], prm.exp);
+            // Without extras, visibility is the column test again (cheaper than a bit mask).
+            const int col = 8 * nt + 2 * quad + (e % 2);
+            const bool vis =
+                Extras ? ((visible >> (4 * nt + e)) & 1u) != 0 : Full || col < keys_left;
+            const auto prob = vis ? static_cast<std::uint32_t>(v.p) : 0u;
+            tile_sum[e / 2] += vis ? v.weight : 0;
+            // S tile nt, element e -> register (nt / 4, (e / 2) + 2 * ((nt / 2) % 2)),
+            // byte (e % 2) + 2 * (nt % 2).
+            const int reg = (e / 2) + 2 * ((nt / 2) % 2);
+            const int byte = (e % 2) + 2 * (nt % 2);
+            p_frag[nt / 4][reg] |= prob << (8 * byte);
+          }
+        }
+        QFLASH_UNROLL
+        for (int r = 0; r < 2; ++r) {
+          tile_sum[r] += __shfl_xor_sync(0xffffffffu, tile_sum[r], 1);
+          tile_sum[r] += __shfl_xor_sync(0xffffffffu, tile_sum[r], 2);
+        }
+      };
+      if (!plain) {
+        softmax_block.template operator()<true, false>();
+      } else if (keys_left == STEP) {
+        softmax_block.template operator()<false, true>();
+      } else {
+        softmax_block.template operator()<false, false>();
       }
     }
     __syncthreads();  // (B) vt_s complete
@@ -370,11 +402,18 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
           mma_u8s8(pv[dn + 1], p_frag[kc], {v[2], v[3]});
         }
       }
-      // 6. merge into the running state (rows without a visible key are left untouched).
+      // 6. merge into the running state (rows without a visible key are left untouched): each
+      // lane merges its own row's state and takes the other row's factors from its partner.
+      const std::int32_t my_tile_max = mine == 0 ? tile_max[0] : tile_max[1];
+      const std::int32_t my_tile_sum = mine == 0 ? tile_sum[0] : tile_sum[1];
+      const MergeFactors own =
+          my_tile_max == kNone ? MergeFactors{kOneQ30, kOneQ30}
+                               : Softmax::merge_row(my_state, my_tile_max, my_tile_sum, prm.exp);
+      const MergeFactors partner = detail::shuffle_xor(own, 1);
       QFLASH_UNROLL
       for (int r = 0; r < 2; ++r) {
         if (tile_max[r] == kNone) continue;
-        const MergeFactors f = Softmax::merge_row(rows[r], tile_max[r], tile_sum[r], prm.exp);
+        const MergeFactors f = r == mine ? own : partner;
         QFLASH_UNROLL
         for (int dn = 0; dn < Shape::d_tiles; ++dn) {
           acc[dn][2 * r] = Softmax::merge_element(acc[dn][2 * r], pv[dn][2 * r], f);
@@ -384,25 +423,36 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
     }
   }
 
-  // Epilogue: the output policy on every element this thread owns. Each row's division is
-  // prepared once per quad pair: lanes with an even quad index prepare row `group`, odd ones
-  // row `group + 8`, and the two exchange their results.
+  // Epilogue: the output policy on every element this thread owns. Each lane prepares the row
+  // whose state it keeps, and the two lanes of a quad pair exchange their results. Addresses: one
+  // 64-bit row offset per row; with unit stride along D (the common case, a warp-uniform branch)
+  // the column offsets are constants folded into the stores.
   if (warp_active) {
-    const int mine = quad & 1;
-    const RowState my_row = mine == 0 ? rows[0] : rows[1];  // a copy: no run-time array index
-    const typename Output::Row prepared = finalize_row<Output>(my_row, prm.output);
+    const typename Output::Row prepared = finalize_row<Output>(my_state, prm.output);
     const typename Output::Row other = detail::shuffle_xor(prepared, 1);
+    const bool unit_stride = args.out.stride_dim == 1;
     QFLASH_UNROLL
     for (int r = 0; r < 2; ++r) {
       if (!row_valid[r]) continue;
       const std::int64_t row = warp_row0 + group + 8 * r;
       const typename Output::Row output_row = r == mine ? prepared : other;
-      QFLASH_UNROLL
-      for (int dn = 0; dn < Shape::d_tiles; ++dn) {
+      typename Output::value_type* const out_row = &args.out(z, h, row, 2 * quad);
+      if (unit_stride) {
         QFLASH_UNROLL
-        for (int c = 0; c < 2; ++c) {
-          args.out(z, h, row, 8 * dn + 2 * quad + c) =
-              Output::apply(acc[dn][2 * r + c], output_row);
+        for (int dn = 0; dn < Shape::d_tiles; ++dn) {
+          QFLASH_UNROLL
+          for (int c = 0; c < 2; ++c) {
+            out_row[8 * dn + c] = Output::apply(acc[dn][2 * r + c], output_row);
+          }
+        }
+      } else {
+        const std::int64_t stride = args.out.stride_dim;
+        QFLASH_UNROLL
+        for (int dn = 0; dn < Shape::d_tiles; ++dn) {
+          QFLASH_UNROLL
+          for (int c = 0; c < 2; ++c) {
+            out_row[(8 * dn + c) * stride] = Output::apply(acc[dn][2 * r + c], output_row);
+          }
         }
       }
     }

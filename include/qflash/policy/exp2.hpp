@@ -128,14 +128,21 @@ struct PolyExp2 {
     }
   }
 
+  /// p = round(E / 2^(q+G)) and weight = round(E / 2^(q+G-SumBits)), from one shift:
+  /// t = floor(2E / 2^s) with s = min(q + G - SumBits, 31) (2E < 2^31). Then
+  /// weight = (t + 1) >> 1 and p = (t + 2^SumBits) >> (SumBits + 1), because nested floors with
+  /// integer divisors collapse (floor((floor(x) + a) / b) = floor((x + a) / b)). Capping s at 31
+  /// changes nothing: from s = 31 on, t = 0 and both results are 0, as the exact values are
+  /// (E / 2^s < 1/2). Equal to round_shift_nonneg applied twice (tested exhaustively).
   QFLASH_HOST_DEVICE static constexpr Exp2Value apply(std::int32_t u, Params = {}) noexcept {
     const std::int32_t nonneg = u < 0 ? 0 : u;
-    const int octaves = nonneg >> F;
+    const int octaves = nonneg >> F;  // < 2^(31-F): no overflow below
     const std::int32_t fraction = nonneg & ((std::int32_t{1} << F) - 1);
-    const auto e = static_cast<std::uint32_t>(mantissa(fraction));
-    return Exp2Value{
-        static_cast<std::int32_t>(round_shift_nonneg(e, octaves + guard_bits)),
-        static_cast<std::int32_t>(round_shift_nonneg(e, octaves + guard_bits - SumBits))};
+    const auto e = static_cast<std::uint32_t>(mantissa(fraction));  // < 2^30
+    const int s = min(octaves + (guard_bits - SumBits), 31);
+    const std::uint32_t t = (e << 1) >> s;
+    return Exp2Value{static_cast<std::int32_t>((t + (1u << SumBits)) >> (SumBits + 1)),
+                     static_cast<std::int32_t>((t + 1u) >> 1)};
   }
 
   /// 2^(-d / 2^F) in Q1.30 for d >= 0 (d < 0 is treated as 0): at most 2^30, exactly 2^30 at 0.
@@ -144,7 +151,9 @@ struct PolyExp2 {
     const std::int32_t nonneg = d < 0 ? 0 : d;
     const int octaves = nonneg >> F;
     const std::int64_t fraction = nonneg & ((std::int32_t{1} << F) - 1);
-    return static_cast<std::int32_t>(round_shift(mantissa_q30(fraction), octaves));
+    // The mantissa lies in (2^29, 2^30]: the 32-bit rounding shift is exact (0 from 32 on).
+    return static_cast<std::int32_t>(
+        round_shift_nonneg(static_cast<std::uint32_t>(mantissa_q30(fraction)), octaves));
   }
 
   /// No runtime constants to derive; present for the calibration interface.

@@ -43,8 +43,8 @@ struct RowState {
 
 /// The two Q1.30 factors of one merge (2^30 = leave unchanged); at most one differs from 2^30.
 struct MergeFactors {
-  std::int32_t state_q30;  ///< applied to the accumulator carried so far
-  std::int32_t tile_q30;   ///< applied to this tile's P V
+  std::int32_t state_q30;  ///< applied to the accumulator carried so far, in [0, 2^30]
+  std::int32_t tile_q30;   ///< applied to this tile's P V, in [0, 2^30]
 };
 
 template <class Exp, MaxMode Mode>
@@ -66,12 +66,16 @@ struct OnlineSoftmax {
     }
   }
 
-  /// x * factor / 2^30 rounded half away from zero; x itself when factor == 2^30.
+  /// x * factor / 2^30 rounded half away from zero, for factor in [0, 2^30]; x itself when
+  /// factor == 2^30, so no branch is needed. The product has x's sign (or is 0, where either
+  /// rounding constant gives 0), so the constant 2^29 - [x < 0] of `round_shift_bounded` is
+  /// known before the multiply and folds into it: one multiply-add and one shift per element.
   QFLASH_HOST_DEVICE static constexpr std::int32_t rescale(std::int32_t x,
                                                            std::int32_t factor_q30) noexcept {
-    return factor_q30 == kOneQ30
-               ? x
-               : static_cast<std::int32_t>(mul_round_shift_bounded(x, factor_q30, 30));
+    // 2^29 - [x < 0], zero-extended (it is positive): the multiply-add then takes it as is.
+    const auto rounding = static_cast<std::uint32_t>((std::int32_t{1} << 29) + (x >> 31));
+    return static_cast<std::int32_t>(
+        mul_add_wide(x, factor_q30, static_cast<std::int64_t>(rounding)) >> 30);
   }
   QFLASH_HOST_DEVICE static constexpr std::int64_t rescale(std::int64_t x,
                                                            std::int32_t factor_q30) noexcept {
