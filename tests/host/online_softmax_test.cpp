@@ -50,6 +50,12 @@ int128 ref_rescale(int128 x, std::int32_t f) {
   return neg ? -static_cast<int128>(q) : static_cast<int128>(q);
 }
 
+/// floor(x * f / 2^30 + 1/2) (half up), exactly: the accumulator rescale.
+int128 ref_rescale_half_up(int128 x, std::int32_t f) {
+  const int128 v = x * f + (int128{1} << 29);
+  return v >= 0 ? v >> 30 : -((-v + (int128{1} << 30) - 1) >> 30);  // floor division
+}
+
 qflash::PaperShiftExp2::Params paper_params(double inverse) {
   qflash::PaperShiftExp2::Params p{};
   REQUIRE(qflash::PaperShiftExp2::calibrate(1.0 / inverse, p) == qflash::Status::ok);
@@ -92,7 +98,7 @@ TEST_CASE("online_softmax: max_keys keeps Pmax * 128 * Nkv inside int32", "[onli
   }
 }
 
-TEST_CASE("online_softmax: the 2^30 factor is an exact identity, other factors round",
+TEST_CASE("online_softmax: the 2^30 factor is an exact identity, other factors round half up",
           "[online_softmax]") {
   Rng rng(qflash::test::test_seed(0x1de));
   INFO(qflash::test::seed_text(rng.seed()));
@@ -113,7 +119,7 @@ TEST_CASE("online_softmax: the 2^30 factor is an exact identity, other factors r
     const auto which = rng.below(3);
     const std::int32_t fs = which == 1 ? f : kOneQ30;
     const std::int32_t ft = which == 2 ? f : kOneQ30;
-    const int128 a = ref_rescale(acc, fs), b = ref_rescale(pv, ft);
+    const int128 a = ref_rescale_half_up(acc, fs), b = ref_rescale_half_up(pv, ft);
     // merge_element's contract keeps the sum inside int32 (|acc| + |pv| bounded by max_keys);
     // only compare where that holds.
     if (a + b > kI32Max || a + b < kI32Min) continue;
@@ -127,9 +133,17 @@ TEST_CASE("online_softmax: the 2^30 factor is an exact identity, other factors r
     log.check(LocalQuad::rescale(sum, fs) == ref_rescale(sum, fs),
               [&] { return "rescale(int64 " + std::to_string(sum) + ")"; });
   }
-  // Ties round away from zero: 3 * 2^29 / 2^30 = 1.5.
+  // Accumulator ties round half up (3 * 2^29 / 2^30 = 1.5 -> 2, -1.5 -> -1); row-sum ties
+  // (int64) round away from zero.
   CHECK(LocalQuad::rescale(std::int32_t{3}, 1 << 29) == 2);
-  CHECK(LocalQuad::rescale(std::int32_t{-3}, 1 << 29) == -2);
+  CHECK(LocalQuad::rescale(std::int32_t{-3}, 1 << 29) == -1);
+  CHECK(LocalQuad::rescale(std::int32_t{-5}, 1 << 29) == -2);
+  CHECK(LocalQuad::rescale(std::int64_t{-3}, 1 << 29) == -2);
+  for (const std::int32_t x : {kI32Min, kI32Max, -1, 1}) {  // extremes of the biased multiply
+    for (const std::int32_t f : {0, 1, (1 << 29) + 1, kOneQ30 - 1}) {
+      CHECK(static_cast<int128>(LocalQuad::rescale(x, f)) == ref_rescale_half_up(x, f));
+    }
+  }
   CHECK(LocalQuad::merge_element(10, 20, MergeFactors{kOneQ30, kOneQ30}) == 30);
   INFO(log.describe());
   CHECK(log.ok());

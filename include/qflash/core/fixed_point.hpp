@@ -6,7 +6,8 @@
 /// (x >> 32 is x on the host, 0 or -1 on an H100). Every data-dependent shift in qflash therefore
 /// goes through one of these helpers, which state their result for every count. Products that can
 /// exceed 31 bits are formed in 64 bits. One rounding rule is used throughout: round half away
-/// from zero, unless a function's name says otherwise.
+/// from zero, unless a function's name says otherwise (the online softmax's accumulator rescale
+/// rounds half up, policy/online_softmax.hpp).
 #pragma once
 
 #include <bit>
@@ -89,19 +90,6 @@ QFLASH_HOST_DEVICE constexpr std::int64_t mul_wide(std::int32_t a, std::int32_t 
   }
 #endif
   return static_cast<std::int64_t>(a) * static_cast<std::int64_t>(b);
-}
-
-/// a * b + c exactly, for int32 a, b and |c| <= 2^62. On the device one `mad.wide.s32`.
-QFLASH_HOST_DEVICE constexpr std::int64_t mul_add_wide(std::int32_t a, std::int32_t b,
-                                                       std::int64_t c) noexcept {
-#if defined(__CUDA_ARCH__)
-  if (!__builtin_is_constant_evaluated()) {
-    std::int64_t result;
-    asm("mad.wide.s32 %0, %1, %2, %3;" : "=l"(result) : "r"(a), "r"(b), "l"(c));
-    return result;
-  }
-#endif
-  return static_cast<std::int64_t>(a) * static_cast<std::int64_t>(b) + c;
 }
 
 /// round(a * b / 2^s) half away from zero for int32 a, b (|a * b| <= 2^62) and 0 <= s <= 62.

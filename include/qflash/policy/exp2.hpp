@@ -64,7 +64,8 @@ struct Exp2Coefficients<3> {
 /// - Split: q = u >> F (whole octaves), f = u & (2^F - 1) (fraction, Q(F)).
 /// - E(f) = Horner polynomial with Pmax * 2^G folded into the coefficients (G: Pmax * 2^G < 2^30),
 ///   so E ~ Pmax * 2^G * 2^(-f / 2^F), in [Pmax * 2^(G-1), Pmax * 2^G]. Each Horner step is one
-///   signed 32-bit high multiply (floor); E is non-increasing in f.
+///   unsigned 32-bit high multiply (floor) on the brackets of a_0 - f (|a_1| - f (|a_2| - ...));
+///   E is non-increasing in f.
 /// - Out: p = round(E / 2^(q+G)) in [0, Pmax], weight = round(E / 2^(q+G-SumBits)); both round
 ///   half away from zero; 0 once q + G >= 32.
 /// - Error: the polynomial's (0.27 % quadratic, 0.012 % cubic) plus the final rounding.
@@ -103,18 +104,44 @@ struct PolyExp2 {
   static constexpr std::int64_t coefficient_q30 =
       detail::constant_round(detail::Exp2Coefficients<Degree>::c[K] * 1073741824.0);
 
-  /// Horner from degree K upwards: a_K + floor(f * (a_{K+1} + ...) / 2^F), one signed 32-bit
-  /// high multiply per step: mul_high(f << (31 - F), 2 e) = floor(f * e / 2^F). Each step is
-  /// off by less than one unit while E falls by more than 0.34 * 2^(30 - F) units per step of
-  /// f, so E is non-increasing in f (monotone, tested exhaustively).
-  template <int K = 0>
-  QFLASH_HOST_DEVICE static constexpr std::int32_t mantissa(std::int32_t f) noexcept {
+  /// The coefficients alternate in sign (a_0 > 0, a_1 < 0, ...) and shrink in magnitude from
+  /// a_1 on, so the polynomial is a_0 - f (|a_1| - f (|a_2| - ...)) with every bracket
+  /// positive: Horner runs on unsigned magnitudes.
+  template <int K>
+  static constexpr std::uint32_t magnitude = static_cast<std::uint32_t>(coefficient<K> < 0
+                                                                            ? -coefficient<K>
+                                                                            : coefficient<K>);
+  static constexpr bool alternating_and_shrinking = [] {
+    bool ok = coefficient<0> > 0 && coefficient<1> < 0 && coefficient<2> > 0 &&
+              magnitude<1> > magnitude<2>;
+    if constexpr (Degree == 3) ok = ok && coefficient<3> < 0 && magnitude<2> > magnitude<3>;
+    return ok;
+  }();
+  static_assert(alternating_and_shrinking, "PolyExp2: unexpected coefficient signs");
+
+  /// The bracket of degree K >= 1 at f_high = f * 2^(32 - F): |a_K| - floor(f * (bracket K+1)
+  /// / 2^F), one unsigned 32-bit high multiply per step (mul_high(f_high, x) = floor(f x / 2^F)).
+  /// Positive, because |a_K| > |a_{K+1}| > bracket K+1 and f < 2^F.
+  template <int K = 1>
+  QFLASH_HOST_DEVICE static constexpr std::uint32_t bracket(std::uint32_t f_high) noexcept {
     if constexpr (K == Degree) {
-      return coefficient<K>;
+      return magnitude<K>;
     } else {
-      const std::int32_t scaled_f = f * (std::int32_t{1} << (31 - F));  // < 2^31
-      return coefficient<K> + mul_high(scaled_f, mantissa<K + 1>(f) * 2);
+      return magnitude<K> - mul_high(f_high, bracket<K + 1>(f_high));
     }
+  }
+
+  /// E = a_0 - floor(f * bracket_1 / 2^F) from f_high = f * 2^(32 - F) (the kernel gets f_high
+  /// from u with one shift: the octave bits leave the word). Each step is off by less than one
+  /// unit while E falls by more than 0.34 * 2^(30 - F) units per step of f, so E is
+  /// non-increasing in f (monotone, tested exhaustively).
+  QFLASH_HOST_DEVICE static constexpr std::int32_t mantissa_high(std::uint32_t f_high) noexcept {
+    return coefficient<0> - static_cast<std::int32_t>(mul_high(f_high, bracket<1>(f_high)));
+  }
+
+  /// E for a fraction f in [0, 2^F).
+  QFLASH_HOST_DEVICE static constexpr std::int32_t mantissa(std::int32_t f) noexcept {
+    return mantissa_high(static_cast<std::uint32_t>(f) << (32 - F));
   }
 
   /// The Q1.30 Horner evaluation, in int64 (products < 2^(30+F)).
@@ -137,8 +164,9 @@ struct PolyExp2 {
   QFLASH_HOST_DEVICE static constexpr Exp2Value apply(std::int32_t u, Params = {}) noexcept {
     const std::int32_t nonneg = u < 0 ? 0 : u;
     const int octaves = nonneg >> F;  // < 2^(31-F): no overflow below
-    const std::int32_t fraction = nonneg & ((std::int32_t{1} << F) - 1);
-    const auto e = static_cast<std::uint32_t>(mantissa(fraction));  // < 2^30
+    // f * 2^(32 - F): shifting u leaves only the fraction bits in the word.
+    const auto e = static_cast<std::uint32_t>(
+        mantissa_high(static_cast<std::uint32_t>(nonneg) << (32 - F)));  // < 2^30
     const int s = min(octaves + (guard_bits - SumBits), 31);
     const std::uint32_t t = (e << 1) >> s;
     return Exp2Value{static_cast<std::int32_t>((t + (1u << SumBits)) >> (SumBits + 1)),

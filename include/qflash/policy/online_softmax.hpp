@@ -10,7 +10,11 @@
 ///  1. `reference_max`: the maximum its probabilities are quantized against.
 ///  2. the caller computes P = exp(reference - t), the tile's row sum and its P V.
 ///  3. `merge_row` updates max and sum and returns two Q1.30 factors; `merge_element` applies
-///     them: acc = round(acc * state_factor / 2^30) + round(pv * tile_factor / 2^30).
+///     them: acc = round(acc * state_factor / 2^30) + round(pv * tile_factor / 2^30), rounded
+///     half up (floor(v + 1/2): the one place where qflash does not round half away from zero,
+///     because half up costs two instructions fewer per accumulator element on the GPU; the
+///     two rules differ only on exact ties of negative values). The row sum's rescale rounds
+///     half away from zero.
 /// A factor of exactly 2^30 is the identity and is skipped (exact), so the accumulator is
 /// rescaled only when the maximum grows. A tile with no visible key leaves the row untouched.
 ///
@@ -66,16 +70,18 @@ struct OnlineSoftmax {
     }
   }
 
-  /// x * factor / 2^30 rounded half away from zero, for factor in [0, 2^30]; x itself when
-  /// factor == 2^30, so no branch is needed. The product has x's sign (or is 0, where either
-  /// rounding constant gives 0), so the constant 2^29 - [x < 0] of `round_shift_bounded` is
-  /// known before the multiply and folds into it: one multiply-add and one shift per element.
+  /// floor(x * factor / 2^30 + 1/2) (round half up) for factor in [0, 2^30]; x itself when
+  /// factor == 2^30. Computed in uint64 arithmetic modulo 2^64 as
+  /// ((x + 2^31) * factor + (2^29 - 2^31 * factor)) >> 30: the multiplicand is unsigned and the
+  /// addend depends on the factor only, so the GPU does it in one IMAD.WIDE.U32 (with the
+  /// addend) and one funnel shift. The true value x * factor + 2^29 lies in (-2^62, 2^62), so
+  /// bits 30..61 of its two's complement are the result.
   QFLASH_HOST_DEVICE static constexpr std::int32_t rescale(std::int32_t x,
                                                            std::int32_t factor_q30) noexcept {
-    // 2^29 - [x < 0], zero-extended (it is positive): the multiply-add then takes it as is.
-    const auto rounding = static_cast<std::uint32_t>((std::int32_t{1} << 29) + (x >> 31));
-    return static_cast<std::int32_t>(
-        mul_add_wide(x, factor_q30, static_cast<std::int64_t>(rounding)) >> 30);
+    const std::uint64_t biased = static_cast<std::uint32_t>(x) ^ 0x80000000u;  // x + 2^31
+    const auto factor = static_cast<std::uint64_t>(static_cast<std::uint32_t>(factor_q30));
+    const std::uint64_t addend = (std::uint64_t{1} << 29) - (factor << 31);  // mod 2^64
+    return static_cast<std::int32_t>(static_cast<std::uint32_t>((biased * factor + addend) >> 30));
   }
   QFLASH_HOST_DEVICE static constexpr std::int64_t rescale(std::int64_t x,
                                                            std::int32_t factor_q30) noexcept {
