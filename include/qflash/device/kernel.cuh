@@ -22,6 +22,7 @@
 #error "qflash/device/*.cuh needs nvcc (CUDA C++)"
 #endif
 
+#include <concepts>
 #include <cstdint>
 #include <type_traits>
 
@@ -152,6 +153,14 @@ consteval bool reference_is_tile_max() {
   }
 }
 
+/// Whether the softmax policy offers merge_element_biased (accumulators kept as x + 2^31).
+template <class Softmax>
+consteval bool biased_merge() {
+  return requires(std::uint32_t a, MergeFactors f) {
+    { Softmax::merge_element_biased(a, a, f) } -> std::same_as<std::uint32_t>;
+  };
+}
+
 }  // namespace detail
 
 /// Resident CTAs per SM the compiler must allow (register budget): 4 for head dims up to 64
@@ -223,7 +232,16 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
   cp_async_commit();
 
   std::uint32_t q_frag[Shape::k_chunks_qk][4];
-  std::int32_t acc[Shape::d_tiles][4] = {};
+  // Accumulators, kept biased by 2^31 (x + 2^31 mod 2^32) when the softmax policy can merge
+  // them that way (detail::biased_merge); the epilogue removes the bias.
+  constexpr bool biased = detail::biased_merge<Softmax>();
+  constexpr std::int32_t kStart = biased ? IntTraits<std::int32_t>::min : 0;  // 0 + bias
+  std::int32_t acc[Shape::d_tiles][4];
+  QFLASH_UNROLL
+  for (int dn = 0; dn < Shape::d_tiles; ++dn) {
+    QFLASH_UNROLL
+    for (int i = 0; i < 4; ++i) acc[dn][i] = kStart;
+  }
   // Each row's online-softmax state is kept (and merged) by the two lanes of its quad pair
   // that own it: lanes with an even quad index keep row `group`, odd ones row `group + 8`.
   const int mine = quad & 1;
@@ -390,7 +408,12 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
 
     if (warp_active) {
       // 5. PV = P V (u8 x s8), fresh accumulators for this block.
-      std::int32_t pv[Shape::d_tiles][4] = {};
+      std::int32_t pv[Shape::d_tiles][4];  // starts from the bias (the mma wraps mod 2^32)
+      QFLASH_UNROLL
+      for (int dn = 0; dn < Shape::d_tiles; ++dn) {
+        QFLASH_UNROLL
+        for (int i = 0; i < 4; ++i) pv[dn][i] = kStart;
+      }
       QFLASH_UNROLL
       for (int kc = 0; kc < Shape::k_chunks_pv; ++kc) {
         QFLASH_UNROLL
@@ -416,12 +439,24 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
         const MergeFactors f = r == mine ? own : partner;
         QFLASH_UNROLL
         for (int dn = 0; dn < Shape::d_tiles; ++dn) {
-          acc[dn][2 * r] = Softmax::merge_element(acc[dn][2 * r], pv[dn][2 * r], f);
-          acc[dn][2 * r + 1] = Softmax::merge_element(acc[dn][2 * r + 1], pv[dn][2 * r + 1], f);
+          QFLASH_UNROLL
+          for (int c = 0; c < 2; ++c) {
+            std::int32_t& a = acc[dn][2 * r + c];
+            if constexpr (biased) {
+              a = static_cast<std::int32_t>(Softmax::merge_element_biased(
+                  static_cast<std::uint32_t>(a), static_cast<std::uint32_t>(pv[dn][2 * r + c]), f));
+            } else {
+              a = Softmax::merge_element(a, pv[dn][2 * r + c], f);
+            }
+          }
         }
       }
     }
   }
+
+  const auto unbiased = [](std::int32_t a) {
+    return biased ? static_cast<std::int32_t>(static_cast<std::uint32_t>(a) ^ 0x80000000u) : a;
+  };
 
   // Epilogue: the output policy on every element this thread owns. Each lane prepares the row
   // whose state it keeps, and the two lanes of a quad pair exchange their results. Addresses: one
@@ -442,7 +477,7 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
         for (int dn = 0; dn < Shape::d_tiles; ++dn) {
           QFLASH_UNROLL
           for (int c = 0; c < 2; ++c) {
-            out_row[8 * dn + c] = Output::apply(acc[dn][2 * r + c], output_row);
+            out_row[8 * dn + c] = Output::apply(unbiased(acc[dn][2 * r + c]), output_row);
           }
         }
       } else {
@@ -451,7 +486,8 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
         for (int dn = 0; dn < Shape::d_tiles; ++dn) {
           QFLASH_UNROLL
           for (int c = 0; c < 2; ++c) {
-            out_row[(8 * dn + c) * stride] = Output::apply(acc[dn][2 * r + c], output_row);
+            out_row[(8 * dn + c) * stride] =
+                Output::apply(unbiased(acc[dn][2 * r + c]), output_row);
           }
         }
       }

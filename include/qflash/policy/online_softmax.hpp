@@ -78,10 +78,21 @@ struct OnlineSoftmax {
   /// bits 30..61 of its two's complement are the result.
   QFLASH_HOST_DEVICE static constexpr std::int32_t rescale(std::int32_t x,
                                                            std::int32_t factor_q30) noexcept {
-    const std::uint64_t biased = static_cast<std::uint32_t>(x) ^ 0x80000000u;  // x + 2^31
+    return rescale_biased(static_cast<std::uint32_t>(x) ^ kBias, factor_q30);
+  }
+
+  /// The offset of the biased accumulator representation: x_biased = x + 2^31 (mod 2^32), the
+  /// bit pattern of x with its top bit flipped.
+  static constexpr std::uint32_t kBias = 0x80000000u;
+
+  /// rescale(x, factor) from x_biased = x + 2^31 (mod 2^32): the multiplicand of the unsigned
+  /// multiply-add, so a kernel that keeps its accumulators biased saves the flip.
+  QFLASH_HOST_DEVICE static constexpr std::int32_t rescale_biased(
+      std::uint32_t x_biased, std::int32_t factor_q30) noexcept {
     const auto factor = static_cast<std::uint64_t>(static_cast<std::uint32_t>(factor_q30));
     const std::uint64_t addend = (std::uint64_t{1} << 29) - (factor << 31);  // mod 2^64
-    return static_cast<std::int32_t>(static_cast<std::uint32_t>((biased * factor + addend) >> 30));
+    return static_cast<std::int32_t>(
+        static_cast<std::uint32_t>((std::uint64_t{x_biased} * factor + addend) >> 30));
   }
   QFLASH_HOST_DEVICE static constexpr std::int64_t rescale(std::int64_t x,
                                                            std::int32_t factor_q30) noexcept {
@@ -122,6 +133,19 @@ struct OnlineSoftmax {
     const std::int32_t scaled =
         rescale(scale_state ? acc : pv, scale_state ? f.state_q30 : f.tile_q30);
     return scaled + (scale_state ? pv : acc);
+  }
+
+  /// merge_element on biased values (acc + 2^31 and pv + 2^31, mod 2^32), returning the biased
+  /// result: merge_element_biased(acc ^ 2^31, pv ^ 2^31, f) == merge_element(acc, pv, f) ^ 2^31.
+  /// The CUDA kernel keeps its accumulators this way (P V starts from 2^31 in the tensor-core
+  /// accumulator, which wraps modulo 2^32), one instruction fewer per element and block.
+  QFLASH_HOST_DEVICE static constexpr std::uint32_t merge_element_biased(std::uint32_t acc_biased,
+                                                                         std::uint32_t pv_biased,
+                                                                         MergeFactors f) noexcept {
+    const bool scale_state = f.state_q30 != kOneQ30;
+    const std::int32_t scaled = rescale_biased(scale_state ? acc_biased : pv_biased,
+                                               scale_state ? f.state_q30 : f.tile_q30);
+    return static_cast<std::uint32_t>(scaled) + (scale_state ? pv_biased : acc_biased);
   }
 };
 
