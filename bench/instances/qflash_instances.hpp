@@ -73,11 +73,12 @@ struct Ops {
 
 const Ops& ops(Preset p, OutputType o);
 
-/// Copies a host problem to the device, runs the kernel `warmup + repeats` times (CUDA events,
-/// no L2 flush), copies the last output back into `host_out` (BHND contiguous) and returns the
-/// median time per call in microseconds.
+/// Copies a host problem to the device, runs the kernel `warmup + repeats` times (CUDA events
+/// around each launch; with `flush_bytes` > 0, a cudaMemsetAsync of that many bytes before each
+/// launch evicts L2, outside the timed interval), copies the last output back into `host_out`
+/// (BHND contiguous) and returns the median time per call in microseconds.
 Status time_on_device(Preset p, OutputType o, const AttentionProblem& host_problem,
                       const void* params, std::int64_t count, void* host_out, int warmup,
-                      int repeats, double* median_us);
+                      int repeats, double* median_us, std::size_t flush_bytes = 0);
 
 }  // namespace qflash::instances

@@ -118,7 +118,7 @@ std::size_t span_bytes(const Tensor4<T>& t) {
 
 Status time_on_device(Preset p, OutputType o, const AttentionProblem& hp, const void* params,
                       std::int64_t count, void* host_out, int warmup, int repeats,
-                      double* median_us) {
+                      double* median_us, std::size_t flush_bytes) {
   if (params == nullptr || host_out == nullptr || median_us == nullptr || repeats < 1) {
     return Status::null_pointer;
   }
@@ -140,10 +140,10 @@ Status time_on_device(Preset p, OutputType o, const AttentionProblem& hp, const 
   const std::size_t mask_bytes =
       static_cast<std::size_t>(hp.mask.windows * hp.mask.rows * hp.mask.cols);
   Buffer<std::int8_t> dq(qb), dk(kb), dv(vb);
-  Buffer<std::uint8_t> dout(ob), dmask(mask_bytes);
+  Buffer<std::uint8_t> dout(ob), dmask(mask_bytes), dflush(flush_bytes);
   Buffer<std::int32_t> dbias(bias_entries * 4), dindex(index_entries * 4);
-  for (cudaError_t e :
-       {dq.error, dk.error, dv.error, dout.error, dmask.error, dbias.error, dindex.error}) {
+  for (cudaError_t e : {dq.error, dk.error, dv.error, dout.error, dmask.error, dbias.error,
+                        dindex.error, dflush.error}) {
     if (e != cudaSuccess) return Status::cuda_error;
   }
   cudaMemcpy(dq.ptr, hp.q.data, qb, cudaMemcpyHostToDevice);
@@ -172,6 +172,7 @@ Status time_on_device(Preset p, OutputType o, const AttentionProblem& hp, const 
   std::vector<float> times;
   Status s = Status::ok;
   for (int i = 0; i < warmup + repeats && s == Status::ok; ++i) {
+    if (flush_bytes > 0) cudaMemsetAsync(dflush.ptr, i & 0xff, flush_bytes);
     cudaEventRecord(start);
     s = op.launch(dp, params, count, dout.ptr, strides, nullptr);
     cudaEventRecord(stop);
