@@ -179,36 +179,4 @@ QFLASH_HOST_DEVICE constexpr std::int64_t divide_rounded(std::int64_t num, std::
                   : static_cast<std::int64_t>(quotient);
 }
 
-/// Division of many numerators by one divisor in [1, 2^63): one 64-bit division to set up
-/// (inverse = floor((2^64 - 1) / divisor)), then a high multiply and at most two corrections
-/// per quotient. Exact: `divide(n, mode) == divide_rounded(n, divisor, mode)` for every n (the
-/// estimate floor(|n| * inverse / 2^64) is at most 2 below the true quotient; tested).
-struct Reciprocal {
-  std::uint64_t divisor;
-  std::uint64_t inverse;
-
-  QFLASH_HOST_DEVICE static constexpr Reciprocal of(std::uint64_t d) noexcept {
-    return Reciprocal{d, ~std::uint64_t{0} / d};
-  }
-
-  QFLASH_HOST_DEVICE constexpr std::int64_t divide(std::int64_t num, Rounding mode) const noexcept {
-    const bool negative = num < 0;
-    const std::uint64_t mag = negative ? std::uint64_t{0} - static_cast<std::uint64_t>(num)
-                                       : static_cast<std::uint64_t>(num);
-    std::uint64_t quotient = mul_high(mag, inverse);
-    std::uint64_t remainder = mag - quotient * divisor;
-    if (remainder >= divisor) {
-      remainder -= divisor;
-      ++quotient;
-    }
-    if (remainder >= divisor) {
-      remainder -= divisor;
-      ++quotient;
-    }
-    if (mode == Rounding::half_away_from_zero && remainder >= divisor - remainder) ++quotient;
-    return negative ? static_cast<std::int64_t>(std::uint64_t{0} - quotient)
-                    : static_cast<std::int64_t>(quotient);
-  }
-};
-
 }  // namespace qflash

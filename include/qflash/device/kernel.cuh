@@ -234,14 +234,19 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
   std::uint32_t q_frag[Shape::k_chunks_qk][4];
   // Accumulators, kept biased by 2^31 (x + 2^31 mod 2^32) when the softmax policy can merge
   // them that way (detail::biased_merge); the epilogue removes the bias.
-  constexpr bool biased = detail::biased_merge<Softmax>();
-  constexpr std::int32_t kStart = biased ? IntTraits<std::int32_t>::min : 0;  // 0 + bias
-  std::int32_t acc[Shape::d_tiles][4];
-  QFLASH_UNROLL
-  for (int dn = 0; dn < Shape::d_tiles; ++dn) {
+  constexpr std::uint32_t kBias = detail::biased_merge<Softmax>() ? 0x80000000u : 0u;
+  const auto fill_zero = [](std::int32_t(&frag)[Shape::d_tiles][4]) {  // zero in the bias
     QFLASH_UNROLL
-    for (int i = 0; i < 4; ++i) acc[dn][i] = kStart;
-  }
+    for (int dn = 0; dn < Shape::d_tiles; ++dn) {
+      QFLASH_UNROLL
+      for (int i = 0; i < 4; ++i) frag[dn][i] = static_cast<std::int32_t>(kBias);
+    }
+  };
+  const auto unbiased = [](std::int32_t a) {
+    return static_cast<std::int32_t>(static_cast<std::uint32_t>(a) ^ kBias);
+  };
+  std::int32_t acc[Shape::d_tiles][4];
+  fill_zero(acc);
   // Each row's online-softmax state is kept (and merged) by the two lanes of its quad pair
   // that own it: lanes with an even quad index keep row `group`, odd ones row `group + 8`.
   const int mine = quad & 1;
@@ -409,11 +414,7 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
     if (warp_active) {
       // 5. PV = P V (u8 x s8), fresh accumulators for this block.
       std::int32_t pv[Shape::d_tiles][4];  // starts from the bias (the mma wraps mod 2^32)
-      QFLASH_UNROLL
-      for (int dn = 0; dn < Shape::d_tiles; ++dn) {
-        QFLASH_UNROLL
-        for (int i = 0; i < 4; ++i) pv[dn][i] = kStart;
-      }
+      fill_zero(pv);
       QFLASH_UNROLL
       for (int kc = 0; kc < Shape::k_chunks_pv; ++kc) {
         QFLASH_UNROLL
@@ -442,7 +443,7 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
           QFLASH_UNROLL
           for (int c = 0; c < 2; ++c) {
             std::int32_t& a = acc[dn][2 * r + c];
-            if constexpr (biased) {
+            if constexpr (kBias != 0) {
               a = static_cast<std::int32_t>(Softmax::merge_element_biased(
                   static_cast<std::uint32_t>(a), static_cast<std::uint32_t>(pv[dn][2 * r + c]), f));
             } else {
@@ -453,10 +454,6 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
       }
     }
   }
-
-  const auto unbiased = [](std::int32_t a) {
-    return biased ? static_cast<std::int32_t>(static_cast<std::uint32_t>(a) ^ 0x80000000u) : a;
-  };
 
   // Epilogue: the output policy on every element this thread owns. Each lane prepares the row
   // whose state it keeps, and the two lanes of a quad pair exchange their results. Addresses: one

@@ -129,10 +129,10 @@ struct OnlineSoftmax {
   /// side whose factor differs from 2^30 (or pv when neither does, where rescale is the identity).
   QFLASH_HOST_DEVICE static constexpr std::int32_t merge_element(std::int32_t acc, std::int32_t pv,
                                                                  MergeFactors f) noexcept {
-    const bool scale_state = f.state_q30 != kOneQ30;
-    const std::int32_t scaled =
-        rescale(scale_state ? acc : pv, scale_state ? f.state_q30 : f.tile_q30);
-    return scaled + (scale_state ? pv : acc);
+    return static_cast<std::int32_t>(merge_element_biased(static_cast<std::uint32_t>(acc) ^ kBias,
+                                                          static_cast<std::uint32_t>(pv) ^ kBias,
+                                                          f) ^
+                                     kBias);
   }
 
   /// merge_element on biased values (acc + 2^31 and pv + 2^31, mod 2^32), returning the biased

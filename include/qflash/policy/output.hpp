@@ -73,15 +73,14 @@ struct Requantize {
 
   /// O = saturate(round(acc * r' / 2^k)).
   QFLASH_HOST_DEVICE static constexpr OutT apply(std::int32_t acc, const Row& row) noexcept {
-    const std::int64_t product = mul_wide(acc, row.multiplier);  // |.| < 2^62
-    std::int64_t quotient = 0;
+    // |acc * r'| < 2^62 and k <= 62: inside mul_round_shift_bounded's domain.
     if constexpr (Mode == Rounding::half_away_from_zero) {
-      quotient = round_shift_bounded(product, row.shift);
+      return saturate_cast<OutT>(mul_round_shift_bounded(acc, row.multiplier, row.shift));
     } else {  // toward zero: floor((x + 2^k - 1) / 2^k) for x < 0
+      const std::int64_t product = mul_wide(acc, row.multiplier);
       const std::int64_t bias = (product >> 63) & ((std::int64_t{1} << row.shift) - 1);
-      quotient = (product + bias) >> row.shift;
+      return saturate_cast<OutT>((product + bias) >> row.shift);
     }
-    return saturate_cast<OutT>(quotient);
   }
 
   /// One element without a prepared row (the same value as prepare + apply).
