@@ -27,15 +27,7 @@ namespace {
 
 using namespace qflash;
 
-struct Workload {
-  const char* name;
-  std::int64_t z, h, n, d;
-};
-
-// Z x H x N x D of the QFlash paper's workloads (batch 1).
-constexpr Workload kWorkloads[] = {
-    {"A1", 1, 3, 197, 64}, {"A2", 1, 6, 197, 64}, {"A3", 1, 12, 197, 64}, {"A4", 64, 3, 49, 32},
-    {"A5", 16, 6, 49, 32}, {"A6", 4, 12, 49, 32}, {"A7", 1, 24, 49, 32}};
+using instances::Workload;
 
 struct Options {
   std::vector<instances::Preset> presets{instances::Preset::precise};
@@ -141,7 +133,7 @@ int main(int argc, char** argv) {
   bool ok = true, any = false;
   for (const std::int64_t batch : options.batches) {
     for (const instances::Preset preset : options.presets) {
-      for (const Workload& w : kWorkloads) {
+      for (const Workload& w : instances::kPaperWorkloads) {
         if (options.workload != "all" && options.workload != w.name) continue;
         any = true;
         ok = run_one(preset, w, batch, options.repeats) && ok;

@@ -18,6 +18,17 @@
 namespace qflash::instances {
 
 enum class Preset : int { paper = 0, precise = 1, precise_cubic = 2 };
+
+/// A Z x H x N x D attention shape (self-attention: Nq = Nkv = N).
+struct Workload {
+  const char* name;
+  std::int64_t z, h, n, d;
+};
+/// The QFlash paper's workloads A1-A7 at batch 1 (ViT-S/B heads at N = 197, Swin windows at
+/// N = 49); the GPU tests and the kernel timer multiply Z by the batch.
+inline constexpr Workload kPaperWorkloads[] = {
+    {"A1", 1, 3, 197, 64}, {"A2", 1, 6, 197, 64}, {"A3", 1, 12, 197, 64}, {"A4", 64, 3, 49, 32},
+    {"A5", 16, 6, 49, 32}, {"A6", 4, 12, 49, 32}, {"A7", 1, 24, 49, 32}};
 enum class OutputType : int { s8 = 0, s16 = 1, s32 = 2, f16 = 3 };
 
 const char* name(Preset p);

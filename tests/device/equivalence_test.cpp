@@ -29,13 +29,8 @@ constexpr Preset kPresets[] = {Preset::paper, Preset::precise, Preset::precise_c
 constexpr OutputType kOutputs[] = {OutputType::s8, OutputType::s16, OutputType::s32,
                                    OutputType::f16};
 
-struct Workload {
-  const char* name;
-  std::int64_t z, h, n, d;
-};
-constexpr Workload kPaperWorkloads[] = {
-    {"A1", 1, 3, 197, 64}, {"A2", 1, 6, 197, 64}, {"A3", 1, 12, 197, 64}, {"A4", 64, 3, 49, 32},
-    {"A5", 16, 6, 49, 32}, {"A6", 4, 12, 49, 32}, {"A7", 1, 24, 49, 32}};
+using qflash::instances::kPaperWorkloads;
+using qflash::instances::Workload;
 
 struct Job {
   Preset preset;
