@@ -19,6 +19,7 @@
 #include <sstream>
 #include <string>
 
+#include "support/bisect.hpp"
 #include "support/catch.hpp"
 #include "support/compare.hpp"
 #include "support/host_generators.hpp"
@@ -54,22 +55,6 @@ int128 ref_convert_bias(std::int32_t bias) {
   const int128 converted = F >= 16 ? int128{bias} * (int128{1} << (F >= 16 ? F - 16 : 0))
                                    : ref_round_shift(bias, F < 16 ? 16 - F : 0);
   return clamp128(converted, -kHalfRange, kHalfRange);
-}
-
-/// The double adjacent to the boundary of `ok` on the `ok_value` side, by bisection on the bit
-/// patterns of positive doubles (ordered like the values). Requires ok(ok_value) and
-/// !ok(bad_value).
-template <class Ok>
-double boundary(double ok_value, double bad_value, Ok ok) {
-  REQUIRE(ok(ok_value));
-  REQUIRE_FALSE(ok(bad_value));
-  std::uint64_t good = std::bit_cast<std::uint64_t>(ok_value);
-  std::uint64_t bad = std::bit_cast<std::uint64_t>(bad_value);
-  while (good + 1 != bad && bad + 1 != good) {
-    const std::uint64_t mid = good < bad ? good + (bad - good) / 2 : bad + (good - bad) / 2;
-    (ok(std::bit_cast<double>(mid)) ? good : bad) = mid;
-  }
-  return std::bit_cast<double>(good);
 }
 
 template <class P>
@@ -414,8 +399,9 @@ TEST_CASE("logit: PaperLogit::calibrate range (R in [1, 2^24])", "[logit][paper]
     REQUIRE(PaperLogit::calibrate(s, 64, p) == Status::ok);
     return p.r;
   };
-  const double largest = boundary(0.01, std::numeric_limits<double>::max(), ok);
-  const double smallest = boundary(0.01, std::numeric_limits<double>::denorm_min(), ok);
+  const double largest = qflash::test::boundary(0.01, std::numeric_limits<double>::max(), ok);
+  const double smallest =
+      qflash::test::boundary(0.01, std::numeric_limits<double>::denorm_min(), ok);
   INFO("largest " << std::hexfloat << largest << ", smallest " << smallest);
   CHECK(largest == 2.0);  // 1 / 2 = 0.5 rounds to R = 1
   CHECK(r_of(largest) == 1);

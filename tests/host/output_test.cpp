@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "support/bisect.hpp"
 #include "support/catch.hpp"
 #include "support/compare.hpp"
 #include "support/host_generators.hpp"
@@ -252,21 +253,6 @@ Status requantize_status(double v, double out, int sum_bits) {
   return st;
 }
 
-/// The double adjacent to the boundary of `ok` on the `ok_value` side (bisection on the bit
-/// patterns of positive doubles).
-template <class Ok>
-double boundary(double ok_value, double bad_value, Ok ok) {
-  REQUIRE(ok(ok_value));
-  REQUIRE_FALSE(ok(bad_value));
-  std::uint64_t good = std::bit_cast<std::uint64_t>(ok_value);
-  std::uint64_t bad = std::bit_cast<std::uint64_t>(bad_value);
-  while (good + 1 != bad && bad + 1 != good) {
-    const std::uint64_t mid = good < bad ? good + (bad - good) / 2 : bad + (good - bad) / 2;
-    (ok(std::bit_cast<double>(mid)) ? good : bad) = mid;
-  }
-  return std::bit_cast<double>(good);
-}
-
 }  // namespace
 
 TEST_CASE("output: Requantize::calibrate values, range and errors", "[output]") {
@@ -300,8 +286,8 @@ TEST_CASE("output: Requantize::calibrate values, range and errors", "[output]") 
     Requantize<std::int16_t>::Params p{};
     return Requantize<std::int16_t>::calibrate(ratio, 1.0, 0, p) == Status::ok;
   };
-  const double largest = boundary(1.0, 1e300, ok);
-  const double smallest = boundary(1.0, 1e-300, ok);
+  const double largest = qflash::test::boundary(1.0, 1e300, ok);
+  const double smallest = qflash::test::boundary(1.0, 1e-300, ok);
   CHECK(largest == std::ldexp(1.0, 31) - 0.5 - std::ldexp(1.0, -22));
   CHECK(smallest == std::ldexp(1.0, -1) - std::ldexp(1.0, -33));
   CHECK(requantize_status<std::int16_t>(std::nextafter(largest, 1e300), 1.0, 0) ==

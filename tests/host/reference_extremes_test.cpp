@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "support/bisect.hpp"
 #include "support/catch.hpp"
 #include "support/compare.hpp"
 #include "support/host_generators.hpp"
@@ -64,19 +65,11 @@ float boundary_scale(float ok_value, float bad_value, int d) {
       return calibrated;
     }
   };
-  REQUIRE(ok(ok_value));
-  REQUIRE_FALSE(ok(bad_value));
-  std::uint32_t good = std::bit_cast<std::uint32_t>(ok_value);
-  std::uint32_t bad = std::bit_cast<std::uint32_t>(bad_value);
-  while (good + 1 != bad && bad + 1 != good) {
-    const std::uint32_t mid = good < bad ? good + (bad - good) / 2 : bad + (good - bad) / 2;
-    (ok(std::bit_cast<float>(mid)) ? good : bad) = mid;
-  }
-  const float edge = std::bit_cast<float>(good);
+  const float edge = qflash::test::boundary(ok_value, bad_value, ok);
   // The next float beyond fails with scale_out_of_range (not with some other status).
   if constexpr (!kHighMul<Cfg>) {
     ParamsOf<Cfg, std::int8_t> p{};
-    const float beyond = std::bit_cast<float>(good < bad ? good + 1 : good - 1);
+    const float beyond = std::nextafter(edge, bad_value);  // the adjacent float past the edge
     CHECK(calibrate_one<Cfg, std::int8_t>(beyond, beyond, 0.05f, d, p) ==
           Status::scale_out_of_range);
   }
@@ -448,13 +441,6 @@ void check_long(const std::vector<std::int8_t>& q, const std::vector<std::int8_t
   CHECK(sqnr >= min_sqnr_db);
 }
 
-template <class OutT>
-std::vector<double> as_v_units(const std::vector<OutT>& o, double units) {
-  std::vector<double> r(o.size());
-  for (std::size_t i = 0; i < o.size(); ++i) r[i] = static_cast<double>(o[i]) / units;
-  return r;
-}
-
 }  // namespace
 
 TEST_CASE("extremes: 65,536 keys against double-precision attention", "[extremes][slow]") {
@@ -484,7 +470,7 @@ TEST_CASE("extremes: 65,536 keys against double-precision attention", "[extremes
     REQUIRE(calibrate_one<presets::Precise, std::int16_t>(1.0f, 1.0f, 1.0f, d, prm,
                                                           softmax_scale) == Status::ok);
     const auto o = attend<presets::Precise, std::int16_t>(p, prm);
-    check_long(q, k, v, nq, n, d, kLog2e * softmax_scale, as_v_units(o, 256.0),
+    check_long(q, k, v, nq, n, d, kLog2e * softmax_scale, qflash::test::to_v_units(o, 256.0),
                ErrorModel{255.0, 3 * 0.0027, 0.5 + 6.0 / 128.0, 0.5 / 64.0 + 6.0 / 128.0,
                           1.0 / 64.0, 0.5 / 256.0, true},
                45.0, rng.seed(), "Precise s16, N = 65536");  // observed 49.4 dB
@@ -496,7 +482,7 @@ TEST_CASE("extremes: 65,536 keys against double-precision attention", "[extremes
     REQUIRE(prm.exp.r == 4096);
     REQUIRE(prm.exp.exp_m == -16);
     const auto o = attend<presets::Paper, std::int8_t>(p, prm);
-    check_long(q, k, v, nq, n, d, kLog2e * softmax_scale, as_v_units(o, 1.0),
+    check_long(q, k, v, nq, n, d, kLog2e * softmax_scale, qflash::test::to_v_units(o, 1.0),
                ErrorModel{127.0, 2 * 0.0615 + 0.01, 0.5 + 127.0 / 4096.0, 0.5 + 127.0 / 4096.0, 1.0,
                           1.0, false},
                // observed 11.7 dB: with a running maximum ~10 octaves above the typical key,

@@ -200,13 +200,6 @@ double sqnr_db(const std::vector<double>& ref, const std::vector<double>& out) {
   return 10.0 * std::log10(sig / err);
 }
 
-template <class OutT>
-std::vector<double> as_double(const std::vector<OutT>& o, double units_per_v) {
-  std::vector<double> r(o.size());
-  for (std::size_t i = 0; i < o.size(); ++i) r[i] = static_cast<double>(o[i]) / units_per_v;
-  return r;
-}
-
 }  // namespace
 
 TEST_CASE("reference: V, K and bias at masked keys never matter", "[reference][mask]") {
@@ -395,8 +388,8 @@ TEST_CASE("reference: one dominant logit selects its V row", "[reference]") {
     const auto prm = calibrated<presets::Precise, std::int8_t>(s, s, 1.0f, static_cast<int>(d));
     const auto o = attend<presets::Precise, std::int8_t>(a.problem(), prm);
     const auto ref = exact_attention(a.problem(), sm_scale_of(s, s, d), precise_model(0.0027, 1.0));
-    const auto r =
-        test::compare_within(ref.o, as_double(o, 1.0), 1.0, CompareOptions("dominant", rng.seed()));
+    const auto r = test::compare_within(ref.o, qflash::test::to_v_units(o, 1.0), 1.0,
+                                        CompareOptions("dominant", rng.seed()));
     INFO(r.describe());
     CHECK(r.ok());
   }
@@ -699,7 +692,7 @@ TEST_CASE("reference: cross-attention (Nq != Nkv)", "[reference]") {
     }
     // Close to double-precision attention, within the documented error model (int16 output).
     const auto ref = exact_attention(p, sm_scale_of(s, s, D), precise_model(0.0027, 256.0));
-    const auto got = as_double(o, 256.0);
+    const auto got = qflash::test::to_v_units(o, 256.0);
     test::ViolationLog log("cross-attention vs double");
     double worst = 0;
     for (std::size_t idx = 0; idx < got.size(); ++idx) {
@@ -728,22 +721,26 @@ TEST_CASE("reference: accuracy against double-precision attention on the same in
   Qkv a(rng, Z, H, N, N, D);
   const float s = 4.0f / 127.0f;
   const auto ref = exact_attention(a.problem(), sm_scale_of(s, s, D), precise_model(0.0027, 1.0)).o;
-  const double precise8 = sqnr_db(
-      ref, as_double(attend<presets::Precise, std::int8_t>(
-                         a.problem(), calibrated<presets::Precise, std::int8_t>(s, s, s, D)),
-                     1.0));
-  const double precise16 = sqnr_db(
-      ref, as_double(attend<presets::Precise, std::int16_t>(
-                         a.problem(), calibrated<presets::Precise, std::int16_t>(s, s, s, D)),
-                     256.0));
+  const double precise8 =
+      sqnr_db(ref, qflash::test::to_v_units(
+                       attend<presets::Precise, std::int8_t>(
+                           a.problem(), calibrated<presets::Precise, std::int8_t>(s, s, s, D)),
+                       1.0));
+  const double precise16 =
+      sqnr_db(ref, qflash::test::to_v_units(
+                       attend<presets::Precise, std::int16_t>(
+                           a.problem(), calibrated<presets::Precise, std::int16_t>(s, s, s, D)),
+                       256.0));
   const double cubic16 = sqnr_db(
-      ref, as_double(attend<presets::PreciseCubic, std::int16_t>(
-                         a.problem(), calibrated<presets::PreciseCubic, std::int16_t>(s, s, s, D)),
-                     256.0));
+      ref, qflash::test::to_v_units(
+               attend<presets::PreciseCubic, std::int16_t>(
+                   a.problem(), calibrated<presets::PreciseCubic, std::int16_t>(s, s, s, D)),
+               256.0));
   const double paper8 =
-      sqnr_db(ref, as_double(attend<presets::Paper, std::int8_t>(
-                                 a.problem(), calibrated<presets::Paper, std::int8_t>(s, s, s, D)),
-                             1.0));
+      sqnr_db(ref, qflash::test::to_v_units(
+                       attend<presets::Paper, std::int8_t>(
+                           a.problem(), calibrated<presets::Paper, std::int8_t>(s, s, s, D)),
+                       1.0));
   INFO("kernel SQNR (dB): Precise s8 " << precise8 << ", Precise s16 " << precise16
                                        << ", PreciseCubic s16 " << cubic16 << ", Paper s8 "
                                        << paper8);

@@ -252,4 +252,13 @@ class ViolationLog {
   std::vector<std::string> examples_;
 };
 
+/// An integer output as doubles in units of V (each element divided by `units_per_v`), for
+/// comparisons with the float oracle.
+template <class OutT>
+std::vector<double> to_v_units(const std::vector<OutT>& o, double units_per_v) {
+  std::vector<double> r(o.size());
+  for (std::size_t i = 0; i < o.size(); ++i) r[i] = static_cast<double>(o[i]) / units_per_v;
+  return r;
+}
+
 }  // namespace qflash::test
