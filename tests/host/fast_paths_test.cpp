@@ -2,6 +2,7 @@
 // The hot-path helpers equal their general twins on their documented domains: the CUDA kernel
 // and the reference both use the fast forms, so these equalities keep the fast forms honest.
 #include <cstdint>
+#include <qflash/core/fast_divide.hpp>
 #include <qflash/core/fixed_point.hpp>
 #include <random>
 
@@ -123,5 +124,40 @@ TEST_CASE("divide_rounded == exact rounded division for every numerator", "[fixe
       check_all(-(std::int64_t{1} << 62), den);
     }
   }
+  CHECK(mismatches == 0);
+}
+
+TEST_CASE("FastDivide: multiply-high division equals n / d for n < 2^31", "[fast_paths]") {
+  std::mt19937_64 rng(0xd1u);
+  long long mismatches = 0;
+  const auto check = [&](std::uint32_t n, std::uint32_t d) {
+    const qflash::FastDivide f = qflash::FastDivide::make(d);
+    mismatches += f.quotient(n) != n / d || f.divisor != d;
+  };
+  const std::uint32_t top = (std::uint32_t{1} << 31) - 1;
+  for (int i = 0; i < 1000000; ++i) {
+    const int d_bits = static_cast<int>(rng() % 31) + 1;
+    const auto d = static_cast<std::uint32_t>(rng() >> (64 - d_bits)) | 1u;
+    const std::uint32_t even = (d & ~1u) == 0 ? 2u : (d & ~1u);
+    check(static_cast<std::uint32_t>(rng() >> 33), d);  // n in [0, 2^31)
+    check(static_cast<std::uint32_t>(rng() >> 33), even);
+  }
+  // Divisors at and next to powers of two, dividends at multiples, just below them, and at the
+  // top of the range (where the multiplier's error is largest).
+  for (int k = 0; k < 31; ++k) {
+    for (const std::int64_t delta : {-1, 0, 1}) {
+      const std::int64_t d = (std::int64_t{1} << k) + delta;
+      if (d < 1 || d > top) continue;
+      const auto du = static_cast<std::uint32_t>(d);
+      for (std::uint32_t n :
+           {0u, 1u, du - 1, du, du + 1, top, top - 1, top - du, top / du * du, top / du * du - 1}) {
+        if (n <= top) check(n, du);
+      }
+    }
+  }
+  for (std::uint32_t d : {3u, 5u, 6u, 7u, 12u, 24u, 49u, 197u, 641u, 65537u, top}) {
+    for (std::uint32_t n = top; n > top - 100000; --n) check(n, d);
+  }
+  CHECK(qflash::FastDivide::make(0).quotient(12345) == 12345);  // 0 is treated as 1
   CHECK(mismatches == 0);
 }

@@ -137,6 +137,16 @@ TEST_CASE("online_softmax: the 2^30 factor is an exact identity, other factors r
          << static_cast<long long>(a + b);
       return os.str();
     });
+    // identity_merge_is_sum: the kernel's one-add merge for blocks where no row rescales.
+    if (which == 0) {
+      static_assert(LocalQuad::identity_merge_is_sum);
+      const std::uint32_t sum_biased = (static_cast<std::uint32_t>(acc) ^ kBias) +
+                                       (static_cast<std::uint32_t>(pv) ^ kBias) - kBias;
+      log.check(sum_biased == got_biased, [&] {
+        return "identity merge of " + std::to_string(acc) + " and " + std::to_string(pv) +
+               " is not the sum";
+      });
+    }
     log.check(got == a + b && LocalQuad::rescale(acc, fs) == a, [&] {
       std::ostringstream os;
       os << "merge_element(" << acc << ", " << pv << ", {" << fs << ", " << ft << "}) = " << got;

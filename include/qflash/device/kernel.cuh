@@ -30,6 +30,7 @@
 #include "qflash/attention/problem.hpp"
 #include "qflash/core/concepts.hpp"
 #include "qflash/core/config.hpp"
+#include "qflash/core/fast_divide.hpp"
 #include "qflash/core/int_traits.hpp"
 #include "qflash/device/mma.cuh"
 #include "qflash/policy/calibrate.hpp"
@@ -52,6 +53,8 @@ struct KernelArgs {
   const HeadParams<Cfg, Output>* device_params;  ///< nullptr: use inline_params
   std::int64_t param_count;                      ///< 1 (shared) or H
   std::int32_t q_tiles;                          ///< ceil(Nq / BM)
+  FastDivide by_q_tiles;                         ///< block index -> (batch, head) pair
+  FastDivide by_heads;                           ///< (batch, head) pair -> batch
   HeadParams<Cfg, Output> inline_params[kMaxInlineHeads];
 };
 
@@ -161,6 +164,17 @@ consteval bool biased_merge() {
   };
 }
 
+/// Whether merge_element_biased with identity factors is the plain sum (the policy declares
+/// `identity_merge_is_sum`), so that a block in which no row rescales merges with one add.
+template <class Softmax>
+consteval bool identity_merge_is_sum() {
+  if constexpr (biased_merge<Softmax>() && requires { Softmax::identity_merge_is_sum; }) {
+    return Softmax::identity_merge_is_sum;
+  } else {
+    return false;
+  }
+}
+
 }  // namespace detail
 
 /// Resident CTAs per SM the compiler must allow (register budget): 4 for head dims up to 64
@@ -185,13 +199,13 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
   std::uint8_t* const vt_s = vn_s + 2 * Shape::vn_bytes;
 
   const AttentionProblem& p = args.problem;
-  // Block -> (z, h, q tile) in 32-bit arithmetic (the launcher keeps the grid below 2^31).
-  const auto heads = static_cast<std::uint32_t>(p.q.heads);
-  const auto q_tiles = static_cast<std::uint32_t>(args.q_tiles);
-  const std::uint32_t q_tile = blockIdx.x % q_tiles;
-  const std::uint32_t zh = blockIdx.x / q_tiles;
-  const std::int64_t h = zh % heads;
-  const std::int64_t z = zh / heads;
+  // Block -> (z, h, q tile) in 32-bit arithmetic (the launcher keeps the grid below 2^31), with
+  // multiply-high divisions.
+  const std::uint32_t zh = args.by_q_tiles.quotient(blockIdx.x);
+  const std::uint32_t q_tile = blockIdx.x - zh * args.by_q_tiles.divisor;
+  const std::uint32_t z32 = args.by_heads.quotient(zh);
+  const std::int64_t h = zh - z32 * args.by_heads.divisor;
+  const std::int64_t z = z32;
   const std::int64_t param_index = args.param_count == 1 ? 0 : h;
   const HeadParams<Cfg, Output> prm = args.device_params != nullptr
                                           ? args.device_params[param_index]
@@ -434,6 +448,25 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
           my_tile_max == kNone ? MergeFactors{kOneQ30, kOneQ30}
                                : Softmax::merge_row(my_state, my_tile_max, my_tile_sum, prm.exp);
       const MergeFactors partner = detail::shuffle_xor(own, 1);
+      // No row of the warp rescales (always on its first block): acc + pv, one add per element.
+      if constexpr (detail::identity_merge_is_sum<Softmax>()) {
+        if (__all_sync(0xffffffffu, own.state_q30 == kOneQ30 && own.tile_q30 == kOneQ30)) {
+          QFLASH_UNROLL
+          for (int r = 0; r < 2; ++r) {
+            if (tile_max[r] == kNone) continue;
+            QFLASH_UNROLL
+            for (int dn = 0; dn < Shape::d_tiles; ++dn) {
+              QFLASH_UNROLL
+              for (int c = 0; c < 2; ++c) {
+                acc[dn][2 * r + c] = static_cast<std::int32_t>(
+                    static_cast<std::uint32_t>(acc[dn][2 * r + c]) +
+                    (static_cast<std::uint32_t>(pv[dn][2 * r + c]) ^ kBias));
+              }
+            }
+          }
+          continue;
+        }
+      }
       QFLASH_UNROLL
       for (int r = 0; r < 2; ++r) {
         if (tile_max[r] == kNone) continue;

@@ -97,6 +97,8 @@ Status launch(const AttentionProblem& problem, const Tensor4<typename Output::va
   args.device_params = device_params;
   args.param_count = count;
   args.q_tiles = static_cast<std::int32_t>(q_tiles);
+  args.by_q_tiles = FastDivide::make(static_cast<std::uint32_t>(q_tiles));
+  args.by_heads = FastDivide::make(static_cast<std::uint32_t>(problem.q.heads));
   if (device_params == nullptr) {
     for (std::int64_t i = 0; i < count; ++i)
       args.inline_params[i] = host_params[static_cast<std::size_t>(i)];

@@ -71,16 +71,28 @@ struct Requantize {
     return Row{static_cast<std::int32_t>(normalised), k};
   }
 
-  /// O = saturate(round(acc * r' / 2^k)).
+  static_assert(sizeof(OutT) <= 4, "Requantize: outputs of at most 32 bits");
+  /// OutT's largest magnitude on each side: max, and |min| (0 for unsigned types).
+  static constexpr auto kPositiveLimit = static_cast<std::uint32_t>(IntTraits<OutT>::max);
+  static constexpr auto kNegativeLimit =
+      static_cast<std::uint32_t>(-static_cast<std::int64_t>(IntTraits<OutT>::min));
+
+  /// O = saturate(round(acc * r' / 2^k)), computed on the magnitude m = |acc| <= 2^31:
+  /// |O| = min((m * r' + h) >> k, limit) with h = 2^(k-1) (half away from zero; 0 for k = 0 and
+  /// for toward zero) and limit = kPositiveLimit, or kNegativeLimit for a negative acc. Rounding
+  /// the magnitude and restoring the sign is exactly half away from zero (or truncation) of the
+  /// signed quotient. m * r' + h < 2^62 + 2^61 fits uint64: one unsigned multiply-add.
   QFLASH_HOST_DEVICE static constexpr OutT apply(std::int32_t acc, const Row& row) noexcept {
-    // |acc * r'| < 2^62 and k <= 62: inside mul_round_shift_bounded's domain.
-    if constexpr (Mode == Rounding::half_away_from_zero) {
-      return saturate_cast<OutT>(mul_round_shift_bounded(acc, row.multiplier, row.shift));
-    } else {  // toward zero: floor((x + 2^k - 1) / 2^k) for x < 0
-      const std::int64_t product = mul_wide(acc, row.multiplier);
-      const std::int64_t bias = (product >> 63) & ((std::int64_t{1} << row.shift) - 1);
-      return saturate_cast<OutT>((product + bias) >> row.shift);
-    }
+    const std::uint32_t sign = acc < 0 ? ~std::uint32_t{0} : 0;  // all ones for a negative acc
+    const std::uint32_t magnitude = (static_cast<std::uint32_t>(acc) ^ sign) - sign;
+    const std::uint64_t half = Mode == Rounding::half_away_from_zero
+                                   ? (std::uint64_t{1} << row.shift) >> 1
+                                   : std::uint64_t{0};
+    const std::uint64_t rounded =
+        (std::uint64_t{magnitude} * static_cast<std::uint32_t>(row.multiplier) + half) >> row.shift;
+    const std::uint32_t limit = sign != 0 ? kNegativeLimit : kPositiveLimit;
+    const std::uint32_t clamped = rounded > limit ? limit : static_cast<std::uint32_t>(rounded);
+    return static_cast<OutT>(static_cast<std::int32_t>((clamped ^ sign) - sign));
   }
 
   /// One element without a prepared row (the same value as prepare + apply).
