@@ -52,8 +52,7 @@ struct KernelArgs {
   Tensor4<typename Output::value_type> out;      ///< device pointer
   const HeadParams<Cfg, Output>* device_params;  ///< nullptr: use inline_params
   std::int64_t param_count;                      ///< 1 (shared) or H
-  std::int32_t q_tiles;                          ///< ceil(Nq / BM)
-  FastDivide by_q_tiles;                         ///< block index -> (batch, head) pair
+  FastDivide by_q_tiles;                         ///< by ceil(Nq / BM): block -> (batch, head)
   FastDivide by_heads;                           ///< (batch, head) pair -> batch
   HeadParams<Cfg, Output> inline_params[kMaxInlineHeads];
 };
@@ -447,7 +446,6 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
       const MergeFactors own =
           my_tile_max == kNone ? MergeFactors{kOneQ30, kOneQ30}
                                : Softmax::merge_row(my_state, my_tile_max, my_tile_sum, prm.exp);
-      const MergeFactors partner = detail::shuffle_xor(own, 1);
       // No row of the warp rescales (always on its first block): acc + pv, one add per element.
       if constexpr (detail::identity_merge_is_sum<Softmax>()) {
         if (__all_sync(0xffffffffu, own.state_q30 == kOneQ30 && own.tile_q30 == kOneQ30)) {
@@ -467,6 +465,7 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
           continue;
         }
       }
+      const MergeFactors partner = detail::shuffle_xor(own, 1);
       QFLASH_UNROLL
       for (int r = 0; r < 2; ++r) {
         if (tile_max[r] == kNone) continue;

@@ -96,7 +96,6 @@ Status launch(const AttentionProblem& problem, const Tensor4<typename Output::va
   args.out = out;
   args.device_params = device_params;
   args.param_count = count;
-  args.q_tiles = static_cast<std::int32_t>(q_tiles);
   args.by_q_tiles = FastDivide::make(static_cast<std::uint32_t>(q_tiles));
   args.by_heads = FastDivide::make(static_cast<std::uint32_t>(problem.q.heads));
   if (device_params == nullptr) {
