@@ -153,6 +153,11 @@ TEST_CASE("gpu == reference: edge sets", "[gpu][edge]") {
     c.device_params = true;
   });
   add("calibrated output scale", [](EquivalenceCase& c) { c.out_scale_factor = 0.3; });
+  add("odd output stride (unpaired stores)", [](EquivalenceCase& c) {
+    c.odd_output_stride = true;
+    c.seq_q = c.seq_kv = 49;
+    c.head_dim = 32;
+  });
   add("1/sm_scale = 30", [](EquivalenceCase& c) { c.inv_sm_scale = 30; });
   add("1/sm_scale = 101 (paper wraps P)", [](EquivalenceCase& c) { c.inv_sm_scale = 101; });
   add("1/sm_scale = 162 (paper gives P = -1)", [](EquivalenceCase& c) { c.inv_sm_scale = 162; });
@@ -223,6 +228,7 @@ TEST_CASE("gpu == reference: seeded random configurations", "[gpu][random]") {
       c.out_scale_factor = std::uniform_real_distribution<double>(0.05, 2.0)(rng);
     const auto p = kPresets[pick(0, 2)];
     const auto o = kOutputs[pick(0, 3)];
+    c.odd_output_stride = pick(0, 7) == 0;
     jobs.push_back({p, o, c, "random case " + std::to_string(i)});
   }
   INFO(count << " random configurations");

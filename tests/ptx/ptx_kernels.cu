@@ -7,22 +7,28 @@
 
 namespace qflash::device {
 
-template <KernelConfig Cfg, class OutT>
+template <KernelConfig Cfg, class OutT, bool Extras>
 void instantiate_all_dims() {
   using Output = OutputFor<Cfg, OutT>;
-  (void)&flash_attention_kernel<Cfg, Output, 32, 4>;
-  (void)&flash_attention_kernel<Cfg, Output, 64, 4>;
-  (void)&flash_attention_kernel<Cfg, Output, 80, 4>;
-  (void)&flash_attention_kernel<Cfg, Output, 96, 4>;
-  (void)&flash_attention_kernel<Cfg, Output, 128, 4>;
+  (void)&flash_attention_kernel<Cfg, Output, 32, 4, Extras>;
+  (void)&flash_attention_kernel<Cfg, Output, 64, 4, Extras>;
+  (void)&flash_attention_kernel<Cfg, Output, 80, 4, Extras>;
+  (void)&flash_attention_kernel<Cfg, Output, 96, 4, Extras>;
+  (void)&flash_attention_kernel<Cfg, Output, 128, 4, Extras>;
+}
+
+template <KernelConfig Cfg, class OutT>
+void for_both() {  // the instances without and with bias/mask code
+  instantiate_all_dims<Cfg, OutT, false>();
+  instantiate_all_dims<Cfg, OutT, true>();
 }
 
 template <KernelConfig Cfg>
 void instantiate_all_outputs() {
-  instantiate_all_dims<Cfg, std::int8_t>();
-  instantiate_all_dims<Cfg, std::int16_t>();
-  instantiate_all_dims<Cfg, std::int32_t>();
-  instantiate_all_dims<Cfg, Float16>();
+  for_both<Cfg, std::int8_t>();
+  for_both<Cfg, std::int16_t>();
+  for_both<Cfg, std::int32_t>();
+  for_both<Cfg, Float16>();
 }
 
 template void instantiate_all_outputs<presets::Paper>();

@@ -25,6 +25,7 @@
 #include <concepts>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #include "qflash/attention/flash_step.hpp"
 #include "qflash/attention/problem.hpp"
@@ -54,6 +55,9 @@ struct KernelArgs {
   std::int64_t param_count;                      ///< 1 (shared) or H
   FastDivide by_q_tiles;                         ///< by ceil(Nq / BM): block -> (batch, head)
   FastDivide by_heads;                           ///< (batch, head) pair -> batch
+  /// Unit stride along D, even token/head/batch strides and a data pointer aligned to two
+  /// elements: the epilogue writes each lane's two adjacent columns with one store.
+  bool paired_output;
   HeadParams<Cfg, Output> inline_params[kMaxInlineHeads];
 };
 
@@ -78,6 +82,8 @@ struct KernelShape {
   static constexpr int vt_bytes = D * vt_stride;
   static constexpr int smem_bytes = q_bytes + 2 * k_bytes + 2 * vn_bytes + vt_bytes;
   static constexpr int n_tiles = step_keys / 8;  ///< n8 tiles of S per warp and step
+  /// The ragged last block computes its live n8 tiles in groups of this many (4 variants).
+  static constexpr int live_granularity = n_tiles / 4;
   static constexpr int k_chunks_qk = d_padded / 32;
   static constexpr int k_chunks_pv = step_keys / 32;  ///< k32 chunks of P V per step
   static constexpr int d_tiles = D / 8;               ///< n8 tiles of the output per warp
@@ -126,6 +132,13 @@ struct TileCopier {
       cp_async_16(smem + smem_offset[k], valid ? first + global_offset[k] : first, valid);
     }
   }
+};
+
+/// Two adjacent output elements, written with one store (aligned to their combined size).
+template <class T>
+struct alignas(2 * sizeof(T)) ElementPair {
+  T first;
+  T second;
 };
 
 /// `value` of lane `lane ^ mask`, for any trivially copyable type (word by word).
@@ -182,7 +195,9 @@ template <int D>
 inline constexpr int kMinBlocksPerSm = D <= 64 ? QFLASH_KERNEL_MIN_BLOCKS : 1;
 
 /// One CTA computes BM query rows of one (batch, head) pair over the whole KV sequence.
-template <KernelConfig Cfg, OutputPolicy Output, int D, int Warps>
+/// `Extras`: the launch has a bias or a mask. The launcher picks the instance, so that launches
+/// without either carry no bias/mask code (a smaller kernel, fewer parameter reads).
+template <KernelConfig Cfg, OutputPolicy Output, int D, int Warps, bool Extras>
 __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
     flash_attention_kernel(const __grid_constant__ KernelArgs<Cfg, Output> args) {
   using Shape = KernelShape<Cfg, D, Warps>;
@@ -218,8 +233,7 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
   const std::int64_t row0 = static_cast<std::int64_t>(q_tile) * BM;
   const std::int64_t warp_row0 = row0 + warp * 16;
   const bool warp_active = warp_row0 < nq;
-  const bool plain = p.bias.kind == BiasKind::none && p.mask.windows == 0;
-  const std::int64_t mask_window = p.mask.windows == 0 ? -1 : z % p.mask.windows;
+  const std::int64_t mask_window = !Extras || p.mask.windows == 0 ? -1 : z % p.mask.windows;
   const bool row_valid[2] = {warp_row0 + group < nq, warp_row0 + group + 8 < nq};
 
   // Zero the head-dim padding once (D = 80 pads to 96); cp.async never writes it.
@@ -269,6 +283,7 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
   for (int step = 0; step < steps; ++step) {
     const int stage = step & 1;
     const std::int64_t key0 = static_cast<std::int64_t>(step) * STEP;
+    const auto keys_left = static_cast<int>(nkv - key0 < STEP ? nkv - key0 : STEP);
     cp_async_wait<0>();
     __syncthreads();  // (A) step `step` (and Q) visible to all; step - 1 fully consumed
 
@@ -324,38 +339,37 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
           ldmatrix_x4(q_frag[kc], q_s + r * Shape::qk_stride + 32 * kc + 16 * (lane / 16));
         }
       }
-      // 1. S = Q K^T
+      // 1. S = Q K^T on the first `Live` n8 tiles (keys at or past 8 * Live are padding of the
+      // last block: their tiles are neither computed nor read).
       std::int32_t s[Shape::n_tiles][4] = {};
       const std::uint8_t* ks = k_s + stage * Shape::k_bytes;
-      QFLASH_UNROLL
-      for (int kc = 0; kc < Shape::k_chunks_qk; ++kc) {
+      const auto scores = [&]<int Live>() {
         QFLASH_UNROLL
-        for (int nt = 0; nt < Shape::n_tiles; nt += 2) {
-          std::uint32_t b[4];
-          const int key = 8 * nt + (lane % 8) + 8 * (lane / 16);
-          ldmatrix_x4(b, ks + key * Shape::qk_stride + 32 * kc + 16 * ((lane / 8) % 2));
-          mma_s8s8(s[nt], q_frag[kc], {b[0], b[1]});
-          mma_s8s8(s[nt + 1], q_frag[kc], {b[2], b[3]});
+        for (int kc = 0; kc < Shape::k_chunks_qk; ++kc) {
+          QFLASH_UNROLL
+          for (int nt = 0; nt < Live; nt += 2) {
+            std::uint32_t b[4];
+            const int key = 8 * nt + (lane % 8) + 8 * (lane / 16);
+            ldmatrix_x4(b, ks + key * Shape::qk_stride + 32 * kc + 16 * ((lane / 8) % 2));
+            mma_s8s8(s[nt], q_frag[kc], {b[0], b[1]});
+            if (nt + 1 < Live) mma_s8s8(s[nt + 1], q_frag[kc], {b[2], b[3]});
+          }
         }
-      }
+      };
 
-      // 2. logits of visible entries; 3. row maxima (quad reduction); 4. probabilities against
-      // the reference maximum, packed as the A operand of P V. Every entry is computed without
-      // branches (logits are defined for every score) and hidden ones are masked out, so the
-      // entries of a thread are independent instruction streams. kNone is never a logit:
-      // |t| < 2^30. Rows at or past Nq are never written, and no row of an mma influences
-      // another, so without a bias or mask their entries count as visible (their garbage stays
-      // in their own rows); with one, they are hidden, because the bias and mask rows past Nq
-      // must not be read. Three variants: `Extras` (bias/mask), `Full` (no padded key).
-      const auto keys_left = static_cast<int>(nkv - key0 < STEP ? nkv - key0 : STEP);
-      const auto softmax_block = [&]<bool Extras, bool Full>() {
+      // Variants: `Extras` (bias/mask: every tile, visibility per entry), and without extras
+      // the first `Live` n8 tiles with the column test from tile `Tested` on (a full block:
+      // Live = Tested = n_tiles; the last, ragged block: Live = the tiles that hold a key).
+      const auto softmax_block = [&]<int Live, int Tested>() {
+        static_assert(!Extras || (Live == Shape::n_tiles && Tested == 0));
+        scores.template operator()<Live>();
         std::conditional_t<(Shape::n_tiles * 4 > 32), std::uint64_t, std::uint32_t> visible = 0;
         QFLASH_UNROLL
-        for (int nt = 0; nt < Shape::n_tiles; ++nt) {
+        for (int nt = 0; nt < Live; ++nt) {
           QFLASH_UNROLL
           for (int e = 0; e < 4; ++e) {
             const int col = 8 * nt + 2 * quad + (e % 2);
-            bool vis = Full || col < keys_left;
+            bool vis = nt < Tested || col < keys_left;
             std::int32_t bias = 0;
             if constexpr (Extras) {
               const std::int64_t row = warp_row0 + group + 8 * (e / 2);
@@ -391,14 +405,14 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
           reference[1] = mine == 0 ? partner : own;
         }
         QFLASH_UNROLL
-        for (int nt = 0; nt < Shape::n_tiles; ++nt) {
+        for (int nt = 0; nt < Live; ++nt) {
           QFLASH_UNROLL
           for (int e = 0; e < 4; ++e) {
             const Exp2Value v = Cfg::Exp::apply(reference[e / 2] - s[nt][e], prm.exp);
             // Without extras, visibility is the column test again (cheaper than a bit mask).
             const int col = 8 * nt + 2 * quad + (e % 2);
             const bool vis =
-                Extras ? ((visible >> (4 * nt + e)) & 1u) != 0 : Full || col < keys_left;
+                Extras ? ((visible >> (4 * nt + e)) & 1u) != 0 : nt < Tested || col < keys_left;
             const auto prob = vis ? static_cast<std::uint32_t>(v.p) : 0u;
             tile_sum[e / 2] += vis ? v.weight : 0;
             // S tile nt, element e -> register (nt / 4, (e / 2) + 2 * ((nt / 2) % 2)),
@@ -414,12 +428,22 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
           tile_sum[r] += __shfl_xor_sync(0xffffffffu, tile_sum[r], 2);
         }
       };
-      if (!plain) {
-        softmax_block.template operator()<true, false>();
+      constexpr int kAll = Shape::n_tiles;
+      if constexpr (Extras) {
+        softmax_block.template operator()<kAll, 0>();
       } else if (keys_left == STEP) {
-        softmax_block.template operator()<false, true>();
+        softmax_block.template operator()<kAll, kAll>();
       } else {
-        softmax_block.template operator()<false, false>();
+        // Ragged block: live tiles rounded up to a multiple of G (at most 4 variants).
+        constexpr int G = Shape::live_granularity;
+        const int live_groups = (keys_left + 8 * G - 1) / (8 * G);
+        [&]<int... I>(std::integer_sequence<int, I...>) {
+          (void)((live_groups == I + 1
+                      ? (softmax_block.template operator()<(I + 1) * G, I * G>(), true)
+                      : false) ||
+                 ...);
+        }
+        (std::make_integer_sequence<int, kAll / G>{});
       }
     }
     __syncthreads();  // (B) vt_s complete
@@ -430,6 +454,7 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
       fill_zero(pv);
       QFLASH_UNROLL
       for (int kc = 0; kc < Shape::k_chunks_pv; ++kc) {
+        if (kc > 0 && 32 * kc >= keys_left) break;  // P is zero there (warp-uniform)
         QFLASH_UNROLL
         for (int dn = 0; dn < Shape::d_tiles; dn += 2) {
           std::uint32_t v[4];
@@ -489,25 +514,24 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
 
   // Epilogue: the output policy on every element this thread owns. Each lane prepares the row
   // whose state it keeps, and the two lanes of a quad pair exchange their results. Addresses: one
-  // 64-bit row offset per row; with unit stride along D (the common case, a warp-uniform branch)
-  // the column offsets are constants folded into the stores.
+  // 64-bit row offset per row; with `paired_output` (the common case, a uniform branch) the
+  // column offsets are constants folded into one store per pair of adjacent columns.
   if (warp_active) {
     const typename Output::Row prepared = finalize_row<Output>(my_state, prm.output);
     const typename Output::Row other = detail::shuffle_xor(prepared, 1);
-    const bool unit_stride = args.out.stride_dim == 1;
+    using OutT = typename Output::value_type;
     QFLASH_UNROLL
     for (int r = 0; r < 2; ++r) {
       if (!row_valid[r]) continue;
       const std::int64_t row = warp_row0 + group + 8 * r;
       const typename Output::Row output_row = r == mine ? prepared : other;
-      typename Output::value_type* const out_row = &args.out(z, h, row, 2 * quad);
-      if (unit_stride) {
+      OutT* const out_row = &args.out(z, h, row, 2 * quad);
+      if (args.paired_output) {
         QFLASH_UNROLL
         for (int dn = 0; dn < Shape::d_tiles; ++dn) {
-          QFLASH_UNROLL
-          for (int c = 0; c < 2; ++c) {
-            out_row[8 * dn + c] = Output::apply(unbiased(acc[dn][2 * r + c]), output_row);
-          }
+          *reinterpret_cast<detail::ElementPair<OutT>*>(out_row + 8 * dn) =
+              detail::ElementPair<OutT>{Output::apply(unbiased(acc[dn][2 * r]), output_row),
+                                        Output::apply(unbiased(acc[dn][2 * r + 1]), output_row)};
         }
       } else {
         const std::int64_t stride = args.out.stride_dim;

@@ -55,11 +55,11 @@ inline Status check_device() {
   return major >= 8 ? Status::ok : Status::unsupported_device;
 }
 
-template <KernelConfig Cfg, OutputPolicy Output, int D>
-Status launch_for_dim(const KernelArgs<Cfg, Output>& args, std::int64_t blocks,
-                      cudaStream_t stream) {
+template <KernelConfig Cfg, OutputPolicy Output, int D, bool Extras>
+Status launch_instance(const KernelArgs<Cfg, Output>& args, std::int64_t blocks,
+                       cudaStream_t stream) {
   using Shape = KernelShape<Cfg, D, kDefaultWarps>;
-  auto kernel = flash_attention_kernel<Cfg, Output, D, kDefaultWarps>;
+  auto kernel = flash_attention_kernel<Cfg, Output, D, kDefaultWarps, Extras>;
   if constexpr (Shape::smem_bytes > 48 * 1024) {
     static const cudaError_t configured = cudaFuncSetAttribute(
         kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Shape::smem_bytes);
@@ -67,6 +67,15 @@ Status launch_for_dim(const KernelArgs<Cfg, Output>& args, std::int64_t blocks,
   }
   kernel<<<static_cast<unsigned>(blocks), Shape::threads, Shape::smem_bytes, stream>>>(args);
   return cudaPeekAtLastError() == cudaSuccess ? Status::ok : Status::cuda_error;
+}
+
+/// The instance without bias/mask code unless the launch has a bias or a mask.
+template <KernelConfig Cfg, OutputPolicy Output, int D>
+Status launch_for_dim(const KernelArgs<Cfg, Output>& args, std::int64_t blocks,
+                      cudaStream_t stream) {
+  const bool extras = args.problem.bias.kind != BiasKind::none || args.problem.mask.windows != 0;
+  return extras ? launch_instance<Cfg, Output, D, true>(args, blocks, stream)
+                : launch_instance<Cfg, Output, D, false>(args, blocks, stream);
 }
 
 template <KernelConfig Cfg, OutputPolicy Output>
@@ -98,6 +107,10 @@ Status launch(const AttentionProblem& problem, const Tensor4<typename Output::va
   args.param_count = count;
   args.by_q_tiles = FastDivide::make(static_cast<std::uint32_t>(q_tiles));
   args.by_heads = FastDivide::make(static_cast<std::uint32_t>(problem.q.heads));
+  args.paired_output =
+      out.stride_dim == 1 && out.stride_seq % 2 == 0 && out.stride_head % 2 == 0 &&
+      out.stride_batch % 2 == 0 &&
+      reinterpret_cast<std::uintptr_t>(out.data) % (2 * sizeof(typename Output::value_type)) == 0;
   if (device_params == nullptr) {
     for (std::int64_t i = 0; i < count; ++i)
       args.inline_params[i] = host_params[static_cast<std::size_t>(i)];

@@ -233,7 +233,11 @@ EquivalenceReport check_equivalence(const EquivalenceCase& c, cudaStream_t strea
   detail::DeviceBuffer<std::int8_t> dq(q.size()), dk(k.size()), dv(v.size());
   detail::DeviceBuffer<std::int32_t> dbias(bias_values.size()), dindex(bias_index.size());
   detail::DeviceBuffer<std::uint8_t> dmask(mask.size());
-  detail::DeviceBuffer<OutT> dout(expected.size());
+  // The device output, BHND with token rows of `out_row` elements (D, or D + 1 for the odd
+  // stride case).
+  const std::int64_t out_row = c.odd_output_stride ? d + 1 : d;
+  const auto out_capacity = static_cast<std::size_t>(c.batch * c.heads * c.seq_q * out_row);
+  detail::DeviceBuffer<OutT> dout(out_capacity);
   detail::DeviceBuffer<HeadParams<Cfg, Output>> dparams(params.size());
   const auto fail_cuda = [&](cudaError_t e) {
     if (e == cudaSuccess) return false;
@@ -264,12 +268,14 @@ EquivalenceReport check_equivalence(const EquivalenceCase& c, cudaStream_t strea
   device_problem.bias.values = bias_values.empty() ? nullptr : dbias.ptr;
   device_problem.bias.index = bias_index.empty() ? nullptr : dindex.ptr;
   device_problem.mask.data = mask.empty() ? nullptr : dmask.ptr;
-  const Tensor4<OutT> device_out = bhnd(dout.ptr, c.batch, c.heads, c.seq_q, d);
+  const Tensor4<OutT> device_out{dout.ptr,          c.batch, c.heads,
+                                 c.seq_q,           d,       c.heads * c.seq_q * out_row,
+                                 c.seq_q * out_row, out_row, 1};
   // Two runs over differently poisoned outputs: an element the kernel never writes keeps the
   // poison in at least one of them and shows up as a mismatch.
   std::vector<OutT> actual(expected.size());
   for (const int poison : {0xA5, 0x5A}) {
-    if (fail_cuda(cudaMemset(dout.ptr, poison, expected.size() * sizeof(OutT)))) return report;
+    if (fail_cuda(cudaMemset(dout.ptr, poison, out_capacity * sizeof(OutT)))) return report;
     s = c.device_params ? device::flash_attention<Cfg, Output>(device_problem, dparams.ptr,
                                                                param_count, device_out, stream)
                         : device::flash_attention<Cfg, Output>(
@@ -281,10 +287,17 @@ EquivalenceReport check_equivalence(const EquivalenceCase& c, cudaStream_t strea
       return report;
     }
     if (fail_cuda(cudaStreamSynchronize(stream))) return report;
-    std::vector<OutT> run(expected.size());
-    if (fail_cuda(
-            cudaMemcpy(run.data(), dout.ptr, run.size() * sizeof(OutT), cudaMemcpyDeviceToHost))) {
+    std::vector<OutT> stored(out_capacity);
+    if (fail_cuda(cudaMemcpy(stored.data(), dout.ptr, stored.size() * sizeof(OutT),
+                             cudaMemcpyDeviceToHost))) {
       return report;
+    }
+    std::vector<OutT> run(expected.size());  // the logical [Z, H, Nq, D] elements
+    for (std::size_t row = 0; row < run.size() / static_cast<std::size_t>(d); ++row) {
+      for (std::int64_t j = 0; j < d; ++j) {
+        run[row * static_cast<std::size_t>(d) + static_cast<std::size_t>(j)] =
+            stored[row * static_cast<std::size_t>(out_row) + static_cast<std::size_t>(j)];
+      }
     }
     if (poison == 0xA5) {
       actual = run;

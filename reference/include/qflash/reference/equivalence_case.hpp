@@ -42,6 +42,9 @@ struct EquivalenceCase {
   bool device_params = false;         ///< pass the parameters through device memory
   double inv_sm_scale = 0.0;
   double out_scale_factor = 0.0;  ///< > 0: out_scale = s_v * factor (else the type default)
+  /// Device output rows padded to D + 1 elements (an odd token stride): the kernel then writes
+  /// element by element instead of in pairs of adjacent columns.
+  bool odd_output_stride = false;
   std::uint64_t seed = 1;
 };
 
