@@ -247,12 +247,49 @@ void check_rescale(std::int64_t d_end) {
   CHECK(worst_rel <= (Degree == 2 ? 0.00269L : 0.000118L));
 }
 
+/// apply_visible(u) == apply(u) for every u >= 0: every u below u_end, then the octave
+/// boundaries, the cap and a sparse sweep to the top of int32.
+template <class E>
+void check_apply_visible(std::int64_t u_end) {
+  constexpr int F = E::fraction_bits;
+  ViolationLog log(name<E>() + " apply_visible");
+  std::int64_t compared = 0;
+  const auto compare = [&](std::int64_t u) {
+    const auto u32 = static_cast<std::int32_t>(u);
+    const Exp2Value a = E::apply(u32, {}), b = E::apply_visible(u32, {});
+    ++compared;
+    log.check(a.p == b.p && a.weight == b.weight, [&] {
+      std::ostringstream os;
+      os << "apply(" << u << ") = {" << a.p << ", " << a.weight << "} but apply_visible = {" << b.p
+         << ", " << b.weight << "}";
+      return os.str();
+    });
+  };
+  for (std::int64_t u = 0; u <= u_end; ++u) compare(u);
+  constexpr std::int64_t kTop = std::numeric_limits<std::int32_t>::max();
+  for (std::int64_t octave = 0; (octave << F) <= kTop; ++octave) {
+    for (const std::int64_t u : {(octave << F) - 1, octave << F, (octave << F) + 1}) {
+      if (u >= 0 && u <= kTop) compare(u);
+    }
+  }
+  for (const std::int64_t u : {std::int64_t{E::kVisibleCap} - 1, std::int64_t{E::kVisibleCap},
+                               std::int64_t{E::kVisibleCap} + 1, kTop}) {
+    compare(u);
+  }
+  for (std::int64_t u = u_end; u <= kTop; u += 65537) compare(u);
+  INFO(compared << " values compared");
+  CHECK(compared > u_end);
+  INFO(log.describe());
+  CHECK(log.ok());
+}
+
 /// rescale_end == 0 skips rescale_q30 (its Q1.30 polynomial depends on Degree and F only).
 template <class E, int Degree>
 void check_poly_exp2(std::int64_t apply_end, std::int64_t rescale_end) {
   SECTION("mantissa") { check_mantissa<E, Degree>(); }
   SECTION("apply") { check_apply<E, Degree>(apply_end); }
   SECTION("apply edges") { check_apply_edges<E>(); }
+  SECTION("apply_visible == apply for u >= 0") { check_apply_visible<E>(apply_end); }
   if (rescale_end > 0) {
     SECTION("rescale_q30") { check_rescale<E, Degree>(rescale_end); }
   }

@@ -187,6 +187,16 @@ consteval bool identity_merge_is_sum() {
   }
 }
 
+/// Exp::apply(u), or Exp::apply_visible(u) when the caller knows u >= 0 and the policy has it.
+template <class Exp>
+QFLASH_DEVICE Exp2Value exp_of_visible(bool known_nonneg, std::int32_t u,
+                                       const typename Exp::Params& prm) {
+  if constexpr (requires { Exp::apply_visible(u, prm); }) {
+    if (known_nonneg) return Exp::apply_visible(u, prm);
+  }
+  return Exp::apply(u, prm);
+}
+
 }  // namespace detail
 
 /// Resident CTAs per SM the compiler must allow (register budget): 4 for head dims up to 64
@@ -408,7 +418,9 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
         for (int nt = 0; nt < Live; ++nt) {
           QFLASH_UNROLL
           for (int e = 0; e < 4; ++e) {
-            const Exp2Value v = Cfg::Exp::apply(reference[e / 2] - s[nt][e], prm.exp);
+            // Entries of fully visible tiles have u >= 0: the policy's apply_visible, if any.
+            const Exp2Value v = detail::exp_of_visible<typename Cfg::Exp>(
+                nt < Tested && !Extras, reference[e / 2] - s[nt][e], prm.exp);
             // Without extras, visibility is the column test again (cheaper than a bit mask).
             const int col = 8 * nt + 2 * quad + (e % 2);
             const bool vis =

@@ -173,6 +173,26 @@ struct PolyExp2 {
                      static_cast<std::int32_t>((t + 1u) >> 1)};
   }
 
+  /// Octave at which p and weight are 0 whatever the fraction (the shift of `apply` reaches 31).
+  static constexpr std::int32_t kZeroOctave = 31 - (guard_bits - SumBits);
+  static_assert(kZeroOctave >= 0 && kZeroOctave < (1 << (30 - F)), "PolyExp2: octave range");
+  /// Largest u that `apply_visible` distinguishes: every u above it gives p = weight = 0.
+  static constexpr std::int32_t kVisibleCap = ((kZeroOctave + 1) << F) - 1;
+
+  /// `apply(u)` for u >= 0, the case of every visible entry (u = reference - t, reference >= t).
+  /// u is capped at kVisibleCap instead of the shift at 31: from octave kZeroOctave on both give
+  /// t = (2E) >> 31 = 0, so the values agree for every u >= 0 (tested exhaustively), and the
+  /// kernel folds the cap into the subtraction that forms u (one min-add instruction).
+  QFLASH_HOST_DEVICE static constexpr Exp2Value apply_visible(std::int32_t u,
+                                                              Params = {}) noexcept {
+    const auto capped = static_cast<std::uint32_t>(u < kVisibleCap ? u : kVisibleCap);
+    const auto e = static_cast<std::uint32_t>(mantissa_high(capped << (32 - F)));  // < 2^30
+    const auto s = static_cast<int>(capped >> F) + (guard_bits - SumBits);         // <= 31
+    const std::uint32_t t = (e << 1) >> s;
+    return Exp2Value{static_cast<std::int32_t>((t + (1u << SumBits)) >> (SumBits + 1)),
+                     static_cast<std::int32_t>((t + 1u) >> 1)};
+  }
+
   /// 2^(-d / 2^F) in Q1.30 for d >= 0 (d < 0 is treated as 0): at most 2^30, exactly 2^30 at 0.
   QFLASH_HOST_DEVICE static constexpr std::int32_t rescale_q30(std::int32_t d,
                                                                Params = {}) noexcept {
