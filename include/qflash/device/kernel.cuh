@@ -367,9 +367,18 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
         }
       };
 
+      // 2. logits of visible entries; 3. row maxima (quad reduction); 4. probabilities against
+      // the reference maximum, packed as the A operand of P V. Every entry is computed without
+      // branches (logits are defined for every score) and hidden ones are masked out, so the
+      // entries of a thread are independent instruction streams. kNone is never a logit:
+      // |t| < 2^30. Rows at or past Nq are never written, and no row of an mma influences
+      // another, so without a bias or mask their entries count as visible (their garbage stays
+      // in their own rows); with one, they are hidden, because the bias and mask rows past Nq
+      // must not be read.
       // Variants: `Extras` (bias/mask: every tile, visibility per entry), and without extras
       // the first `Live` n8 tiles with the column test from tile `Tested` on (a full block:
       // Live = Tested = n_tiles; the last, ragged block: Live = the tiles that hold a key).
+      // In tiles below `Tested` every entry is visible, so u = reference - t >= 0 there.
       const auto softmax_block = [&]<int Live, int Tested>() {
         static_assert(!Extras || (Live == Shape::n_tiles && Tested == 0));
         scores.template operator()<Live>();
