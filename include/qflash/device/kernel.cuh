@@ -429,7 +429,7 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
           for (int e = 0; e < 4; ++e) {
             // Entries of fully visible tiles have u >= 0: the policy's apply_visible, if any.
             const Exp2Value v = detail::exp_of_visible<typename Cfg::Exp>(
-                nt < Tested && !Extras, reference[e / 2] - s[nt][e], prm.exp);
+                nt < Tested, reference[e / 2] - s[nt][e], prm.exp);
             // Without extras, visibility is the column test again (cheaper than a bit mask).
             const int col = 8 * nt + 2 * quad + (e % 2);
             const bool vis =

@@ -162,15 +162,9 @@ struct PolyExp2 {
   /// changes nothing: from s = 31 on, t = 0 and both results are 0, as the exact values are
   /// (E / 2^s < 1/2). Equal to round_shift_nonneg applied twice (tested exhaustively).
   QFLASH_HOST_DEVICE static constexpr Exp2Value apply(std::int32_t u, Params = {}) noexcept {
-    const std::int32_t nonneg = u < 0 ? 0 : u;
-    const int octaves = nonneg >> F;  // < 2^(31-F): no overflow below
-    // f * 2^(32 - F): shifting u leaves only the fraction bits in the word.
-    const auto e = static_cast<std::uint32_t>(
-        mantissa_high(static_cast<std::uint32_t>(nonneg) << (32 - F)));  // < 2^30
-    const int s = min(octaves + (guard_bits - SumBits), 31);
-    const std::uint32_t t = (e << 1) >> s;
-    return Exp2Value{static_cast<std::int32_t>((t + (1u << SumBits)) >> (SumBits + 1)),
-                     static_cast<std::int32_t>((t + 1u) >> 1)};
+    const auto nonneg = static_cast<std::uint32_t>(u < 0 ? 0 : u);
+    const int octaves = static_cast<int>(nonneg >> F);  // < 2^(31-F): no overflow below
+    return from_shift(nonneg, min(octaves + (guard_bits - SumBits), 31));
   }
 
   /// Octave at which p and weight are 0 whatever the fraction (the shift of `apply` reaches 31).
@@ -186,13 +180,21 @@ struct PolyExp2 {
   QFLASH_HOST_DEVICE static constexpr Exp2Value apply_visible(std::int32_t u,
                                                               Params = {}) noexcept {
     const auto capped = static_cast<std::uint32_t>(u < kVisibleCap ? u : kVisibleCap);
-    const auto e = static_cast<std::uint32_t>(mantissa_high(capped << (32 - F)));  // < 2^30
-    const auto s = static_cast<int>(capped >> F) + (guard_bits - SumBits);         // <= 31
+    return from_shift(capped, static_cast<int>(capped >> F) + (guard_bits - SumBits));  // s <= 31
+  }
+
+ private:
+  /// p and weight of a distance `nonneg` >= 0 whose shift s (in [0, 31]) the caller formed: the
+  /// fraction is nonneg's low F bits (shifting by 32 - F leaves only them in the word), then
+  /// t = (2E) >> s, weight = (t + 1) >> 1, p = (t + 2^SumBits) >> (SumBits + 1) (see apply).
+  QFLASH_HOST_DEVICE static constexpr Exp2Value from_shift(std::uint32_t nonneg, int s) noexcept {
+    const auto e = static_cast<std::uint32_t>(mantissa_high(nonneg << (32 - F)));  // < 2^30
     const std::uint32_t t = (e << 1) >> s;
     return Exp2Value{static_cast<std::int32_t>((t + (1u << SumBits)) >> (SumBits + 1)),
                      static_cast<std::int32_t>((t + 1u) >> 1)};
   }
 
+ public:
   /// 2^(-d / 2^F) in Q1.30 for d >= 0 (d < 0 is treated as 0): at most 2^30, exactly 2^30 at 0.
   QFLASH_HOST_DEVICE static constexpr std::int32_t rescale_q30(std::int32_t d,
                                                                Params = {}) noexcept {

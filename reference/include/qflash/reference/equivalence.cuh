@@ -66,17 +66,21 @@ bool same_bits(const T& a, const T& b) {
   }
 }
 
+/// [Z, H, N, D] in BHND order with token rows of `row` >= D elements (padding after each row).
+template <class T>
+Tensor4<T> padded_rows(T* storage, std::int64_t batch, std::int64_t heads, std::int64_t seq,
+                       std::int64_t dim, std::int64_t row) {
+  return Tensor4<T>{storage, batch, heads, seq, dim, heads * seq * row, seq * row, row, 1};
+}
+
 /// Element view of a [Z, H, N, D] tensor in the case's layout, over `storage`.
 template <class T>
 Tensor4<T> make_view(T* storage, const EquivalenceCase& c, std::int64_t seq) {
   switch (c.layout) {
     case Layout::bnhd:
       return bnhd(storage, c.batch, c.heads, seq, c.head_dim);
-    case Layout::padded: {
-      const std::int64_t row = c.head_dim + 16;
-      return Tensor4<T>{storage,   c.batch, c.heads, seq, c.head_dim, c.heads * seq * row,
-                        seq * row, row,     1};
-    }
+    case Layout::padded:
+      return padded_rows(storage, c.batch, c.heads, seq, c.head_dim, c.head_dim + 16);
     case Layout::bhnd:
       break;
   }
@@ -268,9 +272,8 @@ EquivalenceReport check_equivalence(const EquivalenceCase& c, cudaStream_t strea
   device_problem.bias.values = bias_values.empty() ? nullptr : dbias.ptr;
   device_problem.bias.index = bias_index.empty() ? nullptr : dindex.ptr;
   device_problem.mask.data = mask.empty() ? nullptr : dmask.ptr;
-  const Tensor4<OutT> device_out{dout.ptr,          c.batch, c.heads,
-                                 c.seq_q,           d,       c.heads * c.seq_q * out_row,
-                                 c.seq_q * out_row, out_row, 1};
+  const Tensor4<OutT> device_out =
+      detail::padded_rows(dout.ptr, c.batch, c.heads, c.seq_q, d, out_row);
   // Two runs over differently poisoned outputs: an element the kernel never writes keeps the
   // poison in at least one of them and shows up as a mismatch.
   std::vector<OutT> actual(expected.size());
