@@ -197,6 +197,37 @@ TEST_CASE("gpu == reference: Swin bias tables and shifted-window masks", "[gpu][
   CHECK(run_jobs(jobs) == 0);
 }
 
+TEST_CASE("gpu == reference: paired pass of a tile-local config with 64-key blocks",
+          "[gpu][paired]") {
+  // Nkv = 65, 100, 128 take the paired pass (two KV blocks at once); 64 and 129 the loop.
+  std::uint64_t seed = 500;
+  for (const std::int64_t d : {32, 128}) {
+    for (const std::int64_t nkv : {64, 65, 100, 128, 129}) {
+      for (const bool extras : {false, true}) {
+        EquivalenceCase c;
+        c.batch = 2;
+        c.heads = 3;
+        c.seq_kv = nkv;
+        c.seq_q = nkv == 100 ? 49 : nkv;
+        c.head_dim = d;
+        if (extras) {
+          c.bias = BiasKind::dense;
+          c.mask_windows = 2;
+          c.masked_rows = true;
+        }
+        c.layout = nkv == 65 ? Layout::bnhd : Layout::bhnd;
+        c.seed = seed++;
+        const auto report = qflash::instances::check_tile_local_block64(c);
+        INFO("D " << d << " Nkv " << nkv << (extras ? " bias+mask" : "") << ": "
+                  << report.describe());
+        CHECK(report.status == Status::ok);
+        CHECK(report.mismatches == 0);
+        CHECK(report.elements == c.batch * c.heads * c.seq_q * c.head_dim);
+      }
+    }
+  }
+}
+
 TEST_CASE("gpu == reference: seeded random configurations", "[gpu][random]") {
   const int count = random_case_count();
   std::mt19937_64 rng(20261127);

@@ -16,6 +16,12 @@
 ///   vt_s [D][STEP + 16]        s8   V transposed, keys permuted within each 16-key group so that
 ///                                   the Q K^T accumulator registers are directly the A operand
 ///                                   of P V (position 4q+i holds key {2q, 2q+1, 2q+8, 2q+9}[i])
+///   vt_s [D][STEP + 16]        s8   a second V^T buffer, only for the paired pass
+///
+/// Paired pass: when the softmax policy quantizes P against tile-local maxima and Nkv is in
+/// (block_n, 2 block_n] (e.g. N = 49 with block_n = 32), the two KV blocks are independent up to
+/// their merges, so the kernel loads both at once and computes steps 1-4 of both in one basic
+/// block (their instruction streams interleave), then P V and the merges in block order.
 #pragma once
 
 #if !defined(__CUDACC__)
@@ -58,6 +64,10 @@ struct KernelArgs {
   /// Unit stride along D, even token/head/batch strides and a data pointer aligned to two
   /// elements: the epilogue writes each lane's two adjacent columns with one store.
   bool paired_output;
+  /// The softmax policy quantizes against tile-local maxima and Nkv is in (block_n,
+  /// 2 block_n]: the kernel computes both KV blocks in one pass, with a second V^T buffer
+  /// (KernelShape::vt_bytes more dynamic shared memory, which the launcher provides).
+  bool paired_blocks;
   HeadParams<Cfg, Output> inline_params[kMaxInlineHeads];
 };
 
@@ -81,6 +91,8 @@ struct KernelShape {
   static constexpr int vn_bytes = step_keys * vn_stride;  ///< one stage
   static constexpr int vt_bytes = D * vt_stride;
   static constexpr int smem_bytes = q_bytes + 2 * k_bytes + 2 * vn_bytes + vt_bytes;
+  /// With KernelArgs::paired_blocks: a second vt buffer after the first.
+  static constexpr int smem_bytes_paired = smem_bytes + vt_bytes;
   static constexpr int n_tiles = step_keys / 8;  ///< n8 tiles of S per warp and step
   /// The ragged last block computes its live n8 tiles in groups of this many (4 variants).
   static constexpr int live_granularity = n_tiles / 4;
@@ -254,7 +266,7 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
     }
   }
 
-  // Prologue: Q and the first step of K/V.
+  // Prologue: Q and the first two steps of K/V.
   const std::int8_t* const q_head = p.q.data + z * p.q.stride_batch + h * p.q.stride_head;
   const std::int8_t* const k_head = p.k.data + z * p.k.stride_batch + h * p.k.stride_head;
   const std::int8_t* const v_head = p.v.data + z * p.v.stride_batch + h * p.v.stride_head;
@@ -267,6 +279,14 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
   k_copier.issue(k_s, k_head, nkv);
   v_copier.issue(vn_s, v_head, nkv);
   cp_async_commit();
+  // The second step is issued here too (its stage is free), so that a short sequence pays one
+  // memory latency, not two; from step 1 on, step s + 1 is issued at the top of step s.
+  const auto steps = static_cast<int>((nkv + STEP - 1) / STEP);
+  if (steps > 1) {
+    k_copier.issue(k_s + Shape::k_bytes, k_head + STEP * p.k.stride_seq, nkv - STEP);
+    v_copier.issue(vn_s + Shape::vn_bytes, v_head + STEP * p.v.stride_seq, nkv - STEP);
+    cp_async_commit();
+  }
 
   std::uint32_t q_frag[Shape::k_chunks_qk][4];
   // Accumulators, kept biased by 2^31 (x + 2^31 mod 2^32) when the softmax policy can merge
@@ -289,247 +309,303 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
   const int mine = quad & 1;
   RowState my_state = {};
 
-  const auto steps = static_cast<int>((nkv + STEP - 1) / STEP);
-  for (int step = 0; step < steps; ++step) {
-    const int stage = step & 1;
-    const std::int64_t key0 = static_cast<std::int64_t>(step) * STEP;
-    const auto keys_left = static_cast<int>(nkv - key0 < STEP ? nkv - key0 : STEP);
-    cp_async_wait<0>();
-    __syncthreads();  // (A) step `step` (and Q) visible to all; step - 1 fully consumed
+  // Steps 1-4 of one KV block for one warp: P as the A operand of P V, row maxima and sums.
+  struct BlockSoftmax {
+    std::uint32_t p_frag[Shape::k_chunks_pv][4];
+    std::int32_t tile_max[2];
+    std::int32_t tile_sum[2];
+  };
+  // Nkv in (STEP, 2 STEP] with tile-local maxima: both blocks in one pass (see below). The
+  // launcher sets paired_blocks only then, and gives the launch Shape::vt_bytes more memory.
+  const bool paired = detail::reference_is_tile_max<Softmax>() && args.paired_blocks && steps == 2;
 
-    if (step + 1 < steps) {  // prefetch the next step into the other stage
-      const std::int64_t next = key0 + STEP;
-      k_copier.issue(k_s + (stage ^ 1) * Shape::k_bytes, k_head + next * p.k.stride_seq,
-                     nkv - next);
-      v_copier.issue(vn_s + (stage ^ 1) * Shape::vn_bytes, v_head + next * p.v.stride_seq,
-                     nkv - next);
-      cp_async_commit();
+  // V -> vt: 4 keys x 4 head-dim bytes per item, transposed with byte permutes.
+  const auto transpose_v = [&](const std::uint8_t* vn, std::uint8_t* vt) {
+    constexpr int words = D / 4;
+    constexpr int total = (STEP / 16) * 4 * words;
+    QFLASH_UNROLL
+    for (int k = 0; k < (total + Shape::threads - 1) / Shape::threads; ++k) {
+      const int i = static_cast<int>(threadIdx.x) + k * Shape::threads;
+      if (total % Shape::threads != 0 && i >= total) break;
+      const int c = i % words, q4 = (i / words) % 4, grp = i / (words * 4);
+      const int key = grp * 16 + 2 * q4;  // keys key, key+1, key+8, key+9
+      const std::uint8_t* src = vn + key * Shape::vn_stride + 4 * c;
+      const auto r0 = *reinterpret_cast<const std::uint32_t*>(src);
+      const auto r1 = *reinterpret_cast<const std::uint32_t*>(src + Shape::vn_stride);
+      const auto r2 = *reinterpret_cast<const std::uint32_t*>(src + 8 * Shape::vn_stride);
+      const auto r3 = *reinterpret_cast<const std::uint32_t*>(src + 9 * Shape::vn_stride);
+      const std::uint32_t lo01 = detail::byte_perm(r0, r1, 0x5140);
+      const std::uint32_t hi01 = detail::byte_perm(r0, r1, 0x7362);
+      const std::uint32_t lo23 = detail::byte_perm(r2, r3, 0x5140);
+      const std::uint32_t hi23 = detail::byte_perm(r2, r3, 0x7362);
+      std::uint8_t* dst = vt + (4 * c) * Shape::vt_stride + grp * 16 + 4 * q4;
+      *reinterpret_cast<std::uint32_t*>(dst) = detail::byte_perm(lo01, lo23, 0x5410);
+      *reinterpret_cast<std::uint32_t*>(dst + Shape::vt_stride) =
+          detail::byte_perm(lo01, lo23, 0x7632);
+      *reinterpret_cast<std::uint32_t*>(dst + 2 * Shape::vt_stride) =
+          detail::byte_perm(hi01, hi23, 0x5410);
+      *reinterpret_cast<std::uint32_t*>(dst + 3 * Shape::vt_stride) =
+          detail::byte_perm(hi01, hi23, 0x7632);
     }
+  };
 
-    // V -> vt_s: 4 keys x 4 head-dim bytes per item, transposed with byte permutes.
-    {
-      const std::uint8_t* vn = vn_s + stage * Shape::vn_bytes;
-      constexpr int words = D / 4;
-      constexpr int total = (STEP / 16) * 4 * words;
+  const auto load_q_fragments = [&] {
+    QFLASH_UNROLL
+    for (int kc = 0; kc < Shape::k_chunks_qk; ++kc) {
+      const int r = warp * 16 + (lane % 8) + 8 * ((lane / 8) % 2);
+      ldmatrix_x4(q_frag[kc], q_s + r * Shape::qk_stride + 32 * kc + 16 * (lane / 16));
+    }
+  };
+
+  // Steps 1-4 of flash_step on one KV block (keys key0 .. key0 + keys_left - 1, K in `ks`):
+  // S = Q K^T, logits, tile maxima, probabilities packed as the A operand of P V, tile sums.
+  // 1. S on the first `Live` n8 tiles (keys at or past 8 * Live are padding of the last
+  // block: their tiles are neither computed nor read).
+  // 2. logits of visible entries; 3. row maxima (quad reduction); 4. probabilities against
+  // the reference maximum. Every entry is computed without branches (logits are defined for
+  // every score) and hidden ones are masked out, so the entries of a thread are independent
+  // instruction streams. kNone is never a logit: |t| < 2^30. Rows at or past Nq are never
+  // written, and no row of an mma influences another, so without a bias or mask their entries
+  // count as visible (their garbage stays in their own rows); with one, they are hidden,
+  // because the bias and mask rows past Nq must not be read.
+  // Variants: `Extras` (bias/mask: every tile, visibility per entry), and without extras
+  // the first `Live` n8 tiles with the column test from tile `Tested` on (a full block:
+  // Live = Tested = n_tiles; the last, ragged block: Live = the tiles that hold a key).
+  // In tiles below `Tested` every entry is visible, so u = reference - t >= 0 there.
+  const auto softmax_block = [&]<int Live, int Tested>(BlockSoftmax& out, const std::uint8_t* ks,
+                                                       int keys_left, std::int64_t key0) {
+    static_assert(!Extras || (Live == Shape::n_tiles && Tested == 0));
+    std::int32_t s[Shape::n_tiles][4] = {};
+    QFLASH_UNROLL
+    for (int kc = 0; kc < Shape::k_chunks_qk; ++kc) {
       QFLASH_UNROLL
-      for (int k = 0; k < (total + Shape::threads - 1) / Shape::threads; ++k) {
-        const int i = static_cast<int>(threadIdx.x) + k * Shape::threads;
-        if (total % Shape::threads != 0 && i >= total) break;
-        const int c = i % words, q4 = (i / words) % 4, grp = i / (words * 4);
-        const int key = grp * 16 + 2 * q4;  // keys key, key+1, key+8, key+9
-        const std::uint8_t* src = vn + key * Shape::vn_stride + 4 * c;
-        const auto r0 = *reinterpret_cast<const std::uint32_t*>(src);
-        const auto r1 = *reinterpret_cast<const std::uint32_t*>(src + Shape::vn_stride);
-        const auto r2 = *reinterpret_cast<const std::uint32_t*>(src + 8 * Shape::vn_stride);
-        const auto r3 = *reinterpret_cast<const std::uint32_t*>(src + 9 * Shape::vn_stride);
-        const std::uint32_t lo01 = detail::byte_perm(r0, r1, 0x5140);
-        const std::uint32_t hi01 = detail::byte_perm(r0, r1, 0x7362);
-        const std::uint32_t lo23 = detail::byte_perm(r2, r3, 0x5140);
-        const std::uint32_t hi23 = detail::byte_perm(r2, r3, 0x7362);
-        std::uint8_t* dst = vt_s + (4 * c) * Shape::vt_stride + grp * 16 + 4 * q4;
-        *reinterpret_cast<std::uint32_t*>(dst) = detail::byte_perm(lo01, lo23, 0x5410);
-        *reinterpret_cast<std::uint32_t*>(dst + Shape::vt_stride) =
-            detail::byte_perm(lo01, lo23, 0x7632);
-        *reinterpret_cast<std::uint32_t*>(dst + 2 * Shape::vt_stride) =
-            detail::byte_perm(hi01, hi23, 0x5410);
-        *reinterpret_cast<std::uint32_t*>(dst + 3 * Shape::vt_stride) =
-            detail::byte_perm(hi01, hi23, 0x7632);
+      for (int nt = 0; nt < Live; nt += 2) {
+        std::uint32_t b[4];
+        const int key = 8 * nt + (lane % 8) + 8 * (lane / 16);
+        ldmatrix_x4(b, ks + key * Shape::qk_stride + 32 * kc + 16 * ((lane / 8) % 2));
+        mma_s8s8(s[nt], q_frag[kc], {b[0], b[1]});
+        if (nt + 1 < Live) mma_s8s8(s[nt + 1], q_frag[kc], {b[2], b[3]});
       }
     }
-
-    // Steps 1-4 of flash_step: S = Q K^T, logits, tile maxima, probabilities.
-    std::uint32_t p_frag[Shape::k_chunks_pv][4] = {};
-    std::int32_t tile_max[2] = {kNone, kNone};
-    std::int32_t tile_sum[2] = {0, 0};
-    if (warp_active) {
-      if (step == 0) {
-        QFLASH_UNROLL
-        for (int kc = 0; kc < Shape::k_chunks_qk; ++kc) {
-          const int r = warp * 16 + (lane % 8) + 8 * ((lane / 8) % 2);
-          ldmatrix_x4(q_frag[kc], q_s + r * Shape::qk_stride + 32 * kc + 16 * (lane / 16));
-        }
-      }
-      // 1. S = Q K^T on the first `Live` n8 tiles (keys at or past 8 * Live are padding of the
-      // last block: their tiles are neither computed nor read).
-      std::int32_t s[Shape::n_tiles][4] = {};
-      const std::uint8_t* ks = k_s + stage * Shape::k_bytes;
-      const auto scores = [&]<int Live>() {
-        QFLASH_UNROLL
-        for (int kc = 0; kc < Shape::k_chunks_qk; ++kc) {
-          QFLASH_UNROLL
-          for (int nt = 0; nt < Live; nt += 2) {
-            std::uint32_t b[4];
-            const int key = 8 * nt + (lane % 8) + 8 * (lane / 16);
-            ldmatrix_x4(b, ks + key * Shape::qk_stride + 32 * kc + 16 * ((lane / 8) % 2));
-            mma_s8s8(s[nt], q_frag[kc], {b[0], b[1]});
-            if (nt + 1 < Live) mma_s8s8(s[nt + 1], q_frag[kc], {b[2], b[3]});
-          }
-        }
-      };
-
-      // 2. logits of visible entries; 3. row maxima (quad reduction); 4. probabilities against
-      // the reference maximum, packed as the A operand of P V. Every entry is computed without
-      // branches (logits are defined for every score) and hidden ones are masked out, so the
-      // entries of a thread are independent instruction streams. kNone is never a logit:
-      // |t| < 2^30. Rows at or past Nq are never written, and no row of an mma influences
-      // another, so without a bias or mask their entries count as visible (their garbage stays
-      // in their own rows); with one, they are hidden, because the bias and mask rows past Nq
-      // must not be read.
-      // Variants: `Extras` (bias/mask: every tile, visibility per entry), and without extras
-      // the first `Live` n8 tiles with the column test from tile `Tested` on (a full block:
-      // Live = Tested = n_tiles; the last, ragged block: Live = the tiles that hold a key).
-      // In tiles below `Tested` every entry is visible, so u = reference - t >= 0 there.
-      const auto softmax_block = [&]<int Live, int Tested>() {
-        static_assert(!Extras || (Live == Shape::n_tiles && Tested == 0));
-        scores.template operator()<Live>();
-        std::conditional_t<(Shape::n_tiles * 4 > 32), std::uint64_t, std::uint32_t> visible = 0;
-        QFLASH_UNROLL
-        for (int nt = 0; nt < Live; ++nt) {
-          QFLASH_UNROLL
-          for (int e = 0; e < 4; ++e) {
-            const int col = 8 * nt + 2 * quad + (e % 2);
-            bool vis = nt < Tested || col < keys_left;
-            std::int32_t bias = 0;
-            if constexpr (Extras) {
-              const std::int64_t row = warp_row0 + group + 8 * (e / 2);
-              const std::int64_t key = key0 + col;
-              vis = vis && row_valid[e / 2] &&
-                    (mask_window < 0 || p.mask.window_row(mask_window, row)[key] != 0);
-              bias = vis ? p.bias.at(h, row, key) : 0;
-            }
-            const std::int32_t t = Cfg::Logit::apply(s[nt][e], bias, prm.logit);
-            s[nt][e] = t;
-            tile_max[e / 2] = vis ? max(tile_max[e / 2], t) : tile_max[e / 2];
-            if constexpr (Extras) visible |= static_cast<decltype(visible)>(vis) << (4 * nt + e);
-          }
-        }
-        QFLASH_UNROLL
-        for (int r = 0; r < 2; ++r) {
-          tile_max[r] = max(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-          tile_max[r] = max(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-        }
-        // A row without visible keys uses reference 0, so that reference - t stays in int32.
-        // Each lane derives its own row's reference; the other row's comes from its partner
-        // lane, unless the policy quantizes against the tile maximum (no state needed).
-        std::int32_t reference[2];
-        if constexpr (detail::reference_is_tile_max<Softmax>()) {
-          QFLASH_UNROLL
-          for (int r = 0; r < 2; ++r) reference[r] = tile_max[r] == kNone ? 0 : tile_max[r];
-        } else {
-          const std::int32_t my_tile_max = mine == 0 ? tile_max[0] : tile_max[1];
-          const std::int32_t own =
-              my_tile_max == kNone ? 0 : Softmax::reference_max(my_state, my_tile_max);
-          const std::int32_t partner = __shfl_xor_sync(0xffffffffu, own, 1);
-          reference[0] = mine == 0 ? own : partner;
-          reference[1] = mine == 0 ? partner : own;
-        }
-        QFLASH_UNROLL
-        for (int nt = 0; nt < Live; ++nt) {
-          QFLASH_UNROLL
-          for (int e = 0; e < 4; ++e) {
-            // Entries of fully visible tiles have u >= 0: the policy's apply_visible, if any.
-            const Exp2Value v = detail::exp_of_visible<typename Cfg::Exp>(
-                nt < Tested, reference[e / 2] - s[nt][e], prm.exp);
-            // Without extras, visibility is the column test again (cheaper than a bit mask).
-            const int col = 8 * nt + 2 * quad + (e % 2);
-            const bool vis =
-                Extras ? ((visible >> (4 * nt + e)) & 1u) != 0 : nt < Tested || col < keys_left;
-            const auto prob = vis ? static_cast<std::uint32_t>(v.p) : 0u;
-            tile_sum[e / 2] += vis ? v.weight : 0;
-            // S tile nt, element e -> register (nt / 4, (e / 2) + 2 * ((nt / 2) % 2)),
-            // byte (e % 2) + 2 * (nt % 2).
-            const int reg = (e / 2) + 2 * ((nt / 2) % 2);
-            const int byte = (e % 2) + 2 * (nt % 2);
-            p_frag[nt / 4][reg] |= prob << (8 * byte);
-          }
-        }
-        QFLASH_UNROLL
-        for (int r = 0; r < 2; ++r) {
-          tile_sum[r] += __shfl_xor_sync(0xffffffffu, tile_sum[r], 1);
-          tile_sum[r] += __shfl_xor_sync(0xffffffffu, tile_sum[r], 2);
-        }
-      };
-      constexpr int kAll = Shape::n_tiles;
-      if constexpr (Extras) {
-        softmax_block.template operator()<kAll, 0>();
-      } else if (keys_left == STEP) {
-        softmax_block.template operator()<kAll, kAll>();
-      } else {
-        // Ragged block: live tiles rounded up to a multiple of G (at most 4 variants).
-        constexpr int G = Shape::live_granularity;
-        const int live_groups = (keys_left + 8 * G - 1) / (8 * G);
-        [&]<int... I>(std::integer_sequence<int, I...>) {
-          (void)((live_groups == I + 1
-                      ? (softmax_block.template operator()<(I + 1) * G, I * G>(), true)
-                      : false) ||
-                 ...);
-        }
-        (std::make_integer_sequence<int, kAll / G>{});
-      }
-    }
-    __syncthreads();  // (B) vt_s complete
-
-    if (warp_active) {
-      // 5. PV = P V (u8 x s8), fresh accumulators for this block.
-      std::int32_t pv[Shape::d_tiles][4];  // starts from the bias (the mma wraps mod 2^32)
-      fill_zero(pv);
+    std::int32_t(&tile_max)[2] = out.tile_max;
+    std::int32_t(&tile_sum)[2] = out.tile_sum;
+    tile_max[0] = tile_max[1] = kNone;
+    tile_sum[0] = tile_sum[1] = 0;
+    QFLASH_UNROLL
+    for (int kc = 0; kc < Shape::k_chunks_pv; ++kc) {
       QFLASH_UNROLL
-      for (int kc = 0; kc < Shape::k_chunks_pv; ++kc) {
-        if (kc > 0 && 32 * kc >= keys_left) break;  // P is zero there (warp-uniform)
-        QFLASH_UNROLL
-        for (int dn = 0; dn < Shape::d_tiles; dn += 2) {
-          std::uint32_t v[4];
-          const int d = 8 * dn + (lane % 8) + 8 * (lane / 16);
-          ldmatrix_x4(v, vt_s + d * Shape::vt_stride + 32 * kc + 16 * ((lane / 8) % 2));
-          mma_u8s8(pv[dn], p_frag[kc], {v[0], v[1]});
-          mma_u8s8(pv[dn + 1], p_frag[kc], {v[2], v[3]});
+      for (int i = 0; i < 4; ++i) out.p_frag[kc][i] = 0;
+    }
+    std::conditional_t<(Shape::n_tiles * 4 > 32), std::uint64_t, std::uint32_t> visible = 0;
+    QFLASH_UNROLL
+    for (int nt = 0; nt < Live; ++nt) {
+      QFLASH_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const int col = 8 * nt + 2 * quad + (e % 2);
+        bool vis = nt < Tested || col < keys_left;
+        std::int32_t bias = 0;
+        if constexpr (Extras) {
+          const std::int64_t row = warp_row0 + group + 8 * (e / 2);
+          const std::int64_t key = key0 + col;
+          vis = vis && row_valid[e / 2] &&
+                (mask_window < 0 || p.mask.window_row(mask_window, row)[key] != 0);
+          bias = vis ? p.bias.at(h, row, key) : 0;
         }
+        const std::int32_t t = Cfg::Logit::apply(s[nt][e], bias, prm.logit);
+        s[nt][e] = t;
+        tile_max[e / 2] = vis ? max(tile_max[e / 2], t) : tile_max[e / 2];
+        if constexpr (Extras) visible |= static_cast<decltype(visible)>(vis) << (4 * nt + e);
       }
-      // 6. merge into the running state (rows without a visible key are left untouched): each
-      // lane merges its own row's state and takes the other row's factors from its partner.
+    }
+    QFLASH_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      tile_max[r] = max(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+      tile_max[r] = max(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+    }
+    // A row without visible keys uses reference 0, so that reference - t stays in int32.
+    // Each lane derives its own row's reference; the other row's comes from its partner
+    // lane, unless the policy quantizes against the tile maximum (no state needed).
+    std::int32_t reference[2];
+    if constexpr (detail::reference_is_tile_max<Softmax>()) {
+      QFLASH_UNROLL
+      for (int r = 0; r < 2; ++r) reference[r] = tile_max[r] == kNone ? 0 : tile_max[r];
+    } else {
       const std::int32_t my_tile_max = mine == 0 ? tile_max[0] : tile_max[1];
-      const std::int32_t my_tile_sum = mine == 0 ? tile_sum[0] : tile_sum[1];
-      const MergeFactors own =
-          my_tile_max == kNone ? MergeFactors{kOneQ30, kOneQ30}
-                               : Softmax::merge_row(my_state, my_tile_max, my_tile_sum, prm.exp);
-      // No row of the warp rescales (always on its first block): acc + pv, one add per element.
-      if constexpr (detail::identity_merge_is_sum<Softmax>()) {
-        if (__all_sync(0xffffffffu, own.state_q30 == kOneQ30 && own.tile_q30 == kOneQ30)) {
-          QFLASH_UNROLL
-          for (int r = 0; r < 2; ++r) {
-            if (tile_max[r] == kNone) continue;
-            QFLASH_UNROLL
-            for (int dn = 0; dn < Shape::d_tiles; ++dn) {
-              QFLASH_UNROLL
-              for (int c = 0; c < 2; ++c) {
-                acc[dn][2 * r + c] = static_cast<std::int32_t>(
-                    static_cast<std::uint32_t>(acc[dn][2 * r + c]) +
-                    (static_cast<std::uint32_t>(pv[dn][2 * r + c]) ^ kBias));
-              }
-            }
-          }
-          continue;
-        }
-      }
-      const MergeFactors partner = detail::shuffle_xor(own, 1);
+      const std::int32_t own =
+          my_tile_max == kNone ? 0 : Softmax::reference_max(my_state, my_tile_max);
+      const std::int32_t partner = __shfl_xor_sync(0xffffffffu, own, 1);
+      reference[0] = mine == 0 ? own : partner;
+      reference[1] = mine == 0 ? partner : own;
+    }
+    QFLASH_UNROLL
+    for (int nt = 0; nt < Live; ++nt) {
       QFLASH_UNROLL
-      for (int r = 0; r < 2; ++r) {
-        if (tile_max[r] == kNone) continue;
-        const MergeFactors f = r == mine ? own : partner;
+      for (int e = 0; e < 4; ++e) {
+        // Entries of fully visible tiles have u >= 0: the policy's apply_visible, if any.
+        const Exp2Value v = detail::exp_of_visible<typename Cfg::Exp>(
+            nt < Tested, reference[e / 2] - s[nt][e], prm.exp);
+        // Without extras, visibility is the column test again (cheaper than a bit mask).
+        const int col = 8 * nt + 2 * quad + (e % 2);
+        const bool vis =
+            Extras ? ((visible >> (4 * nt + e)) & 1u) != 0 : nt < Tested || col < keys_left;
+        const auto prob = vis ? static_cast<std::uint32_t>(v.p) : 0u;
+        tile_sum[e / 2] += vis ? v.weight : 0;
+        // S tile nt, element e -> register (nt / 4, (e / 2) + 2 * ((nt / 2) % 2)),
+        // byte (e % 2) + 2 * (nt % 2).
+        const int reg = (e / 2) + 2 * ((nt / 2) % 2);
+        const int byte = (e % 2) + 2 * (nt % 2);
+        out.p_frag[nt / 4][reg] |= prob << (8 * byte);
+      }
+    }
+    QFLASH_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      tile_sum[r] += __shfl_xor_sync(0xffffffffu, tile_sum[r], 1);
+      tile_sum[r] += __shfl_xor_sync(0xffffffffu, tile_sum[r], 2);
+    }
+  };
+
+  // Steps 1-4 on one block (and, WithFirst, on the full first block in k_s stage 0 for the
+  // paired pass), in the variant that matches the block: the
+  // ragged last block computes its live tiles rounded up to a multiple of G (<= 4 variants).
+  // Both calls of a variant are in one basic block, so their instruction streams interleave.
+  constexpr int kAll = Shape::n_tiles;
+  const auto softmax_of = [&]<bool WithFirst>(BlockSoftmax& first, BlockSoftmax& out,
+                                              const std::uint8_t* ks, int keys_left,
+                                              std::int64_t key0) {
+    const auto run = [&]<int Live, int Tested>() {
+      if constexpr (WithFirst) {
+        softmax_block.template operator()<kAll, Extras ? 0 : kAll>(first, k_s, STEP, 0);
+      }
+      softmax_block.template operator()<Live, Tested>(out, ks, keys_left, key0);
+    };
+    if constexpr (Extras) {
+      run.template operator()<kAll, 0>();
+    } else if (keys_left == STEP) {
+      run.template operator()<kAll, kAll>();
+    } else {
+      constexpr int G = Shape::live_granularity;
+      const int live_groups = (keys_left + 8 * G - 1) / (8 * G);
+      [&]<int... I>(std::integer_sequence<int, I...>) {
+        (void)((live_groups == I + 1 ? (run.template operator()<(I + 1) * G, I * G>(), true)
+                                     : false) ||
+               ...);
+      }
+      (std::make_integer_sequence<int, kAll / G>{});
+    }
+  };
+
+  // 5. PV = P V (u8 x s8) with fresh accumulators; 6. merge into the running state (rows
+  // without a visible key are left untouched): each lane merges its own row's state and takes
+  // the other row's factors from its partner.
+  const auto pv_and_merge = [&](const BlockSoftmax& b, const std::uint8_t* vt, int keys_left) {
+    std::int32_t pv[Shape::d_tiles][4];  // starts from the bias (the mma wraps mod 2^32)
+    fill_zero(pv);
+    QFLASH_UNROLL
+    for (int kc = 0; kc < Shape::k_chunks_pv; ++kc) {
+      if (kc > 0 && 32 * kc >= keys_left) break;  // P is zero there (warp-uniform)
+      QFLASH_UNROLL
+      for (int dn = 0; dn < Shape::d_tiles; dn += 2) {
+        std::uint32_t v[4];
+        const int d = 8 * dn + (lane % 8) + 8 * (lane / 16);
+        ldmatrix_x4(v, vt + d * Shape::vt_stride + 32 * kc + 16 * ((lane / 8) % 2));
+        mma_u8s8(pv[dn], b.p_frag[kc], {v[0], v[1]});
+        mma_u8s8(pv[dn + 1], b.p_frag[kc], {v[2], v[3]});
+      }
+    }
+    const std::int32_t my_tile_max = mine == 0 ? b.tile_max[0] : b.tile_max[1];
+    const std::int32_t my_tile_sum = mine == 0 ? b.tile_sum[0] : b.tile_sum[1];
+    const MergeFactors own = my_tile_max == kNone
+                                 ? MergeFactors{kOneQ30, kOneQ30}
+                                 : Softmax::merge_row(my_state, my_tile_max, my_tile_sum, prm.exp);
+    // No row of the warp rescales (always on its first block): acc + pv, one add per element.
+    if constexpr (detail::identity_merge_is_sum<Softmax>()) {
+      if (__all_sync(0xffffffffu, own.state_q30 == kOneQ30 && own.tile_q30 == kOneQ30)) {
         QFLASH_UNROLL
-        for (int dn = 0; dn < Shape::d_tiles; ++dn) {
+        for (int r = 0; r < 2; ++r) {
+          if (b.tile_max[r] == kNone) continue;
           QFLASH_UNROLL
-          for (int c = 0; c < 2; ++c) {
-            std::int32_t& a = acc[dn][2 * r + c];
-            if constexpr (kBias != 0) {
-              a = static_cast<std::int32_t>(Softmax::merge_element_biased(
-                  static_cast<std::uint32_t>(a), static_cast<std::uint32_t>(pv[dn][2 * r + c]), f));
-            } else {
-              a = Softmax::merge_element(a, pv[dn][2 * r + c], f);
+          for (int dn = 0; dn < Shape::d_tiles; ++dn) {
+            QFLASH_UNROLL
+            for (int c = 0; c < 2; ++c) {
+              acc[dn][2 * r + c] = static_cast<std::int32_t>(
+                  static_cast<std::uint32_t>(acc[dn][2 * r + c]) +
+                  (static_cast<std::uint32_t>(pv[dn][2 * r + c]) ^ kBias));
             }
           }
         }
+        return;
       }
+    }
+    const MergeFactors partner = detail::shuffle_xor(own, 1);
+    QFLASH_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      if (b.tile_max[r] == kNone) continue;
+      const MergeFactors f = r == mine ? own : partner;
+      QFLASH_UNROLL
+      for (int dn = 0; dn < Shape::d_tiles; ++dn) {
+        QFLASH_UNROLL
+        for (int c = 0; c < 2; ++c) {
+          std::int32_t& a = acc[dn][2 * r + c];
+          if constexpr (kBias != 0) {
+            a = static_cast<std::int32_t>(Softmax::merge_element_biased(
+                static_cast<std::uint32_t>(a), static_cast<std::uint32_t>(pv[dn][2 * r + c]), f));
+          } else {
+            a = Softmax::merge_element(a, pv[dn][2 * r + c], f);
+          }
+        }
+      }
+    }
+  };
+
+  if (paired) {
+    // Two KV blocks in one pass (tile-local maxima: the second block's probabilities do not
+    // depend on the first block's merge). Same operations per block as the loop below, in the
+    // same merge order; the second V transpose goes to the extra vt buffer.
+    std::uint8_t* const vt_second = vt_s + Shape::vt_bytes;
+    const auto keys_second = static_cast<int>(nkv - STEP);
+    cp_async_wait<0>();
+    __syncthreads();  // Q and both blocks visible to all
+    transpose_v(vn_s, vt_s);
+    transpose_v(vn_s + Shape::vn_bytes, vt_second);
+    BlockSoftmax first, second;
+    if (warp_active) {
+      load_q_fragments();
+      softmax_of.template operator()<true>(first, second, k_s + Shape::k_bytes, keys_second, STEP);
+    }
+    __syncthreads();  // both vt buffers complete
+    if (warp_active) {
+      pv_and_merge(first, vt_s, STEP);
+      pv_and_merge(second, vt_second, keys_second);
+    }
+  } else {
+    for (int step = 0; step < steps; ++step) {
+      const int stage = step & 1;
+      const std::int64_t key0 = static_cast<std::int64_t>(step) * STEP;
+      const auto keys_left = static_cast<int>(nkv - key0 < STEP ? nkv - key0 : STEP);
+      if (step == 0 && steps > 1) {
+        cp_async_wait<1>();  // Q and step 0 (step 1 may still be in flight)
+      } else {
+        cp_async_wait<0>();
+      }
+      __syncthreads();  // (A) step `step` (and Q) visible to all; step - 1 fully consumed
+
+      if (step > 0 && step + 1 < steps) {  // prefetch the next step into the other stage
+        const std::int64_t next = key0 + STEP;
+        k_copier.issue(k_s + (stage ^ 1) * Shape::k_bytes, k_head + next * p.k.stride_seq,
+                       nkv - next);
+        v_copier.issue(vn_s + (stage ^ 1) * Shape::vn_bytes, v_head + next * p.v.stride_seq,
+                       nkv - next);
+        cp_async_commit();
+      }
+      transpose_v(vn_s + stage * Shape::vn_bytes, vt_s);
+      BlockSoftmax block;
+      if (warp_active) {
+        if (step == 0) load_q_fragments();
+        softmax_of.template operator()<false>(block, block, k_s + stage * Shape::k_bytes, keys_left,
+                                              key0);
+      }
+      __syncthreads();  // (B) vt_s complete
+      if (warp_active) pv_and_merge(block, vt_s, keys_left);
     }
   }
 

@@ -60,12 +60,16 @@ Status launch_instance(const KernelArgs<Cfg, Output>& args, std::int64_t blocks,
                        cudaStream_t stream) {
   using Shape = KernelShape<Cfg, D, kDefaultWarps>;
   auto kernel = flash_attention_kernel<Cfg, Output, D, kDefaultWarps, Extras>;
-  if constexpr (Shape::smem_bytes > 48 * 1024) {
-    static const cudaError_t configured = cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Shape::smem_bytes);
+  constexpr int max_smem =
+      reference_is_tile_max<typename Cfg::Softmax>() ? Shape::smem_bytes_paired : Shape::smem_bytes;
+  if constexpr (max_smem > 48 * 1024) {
+    static const cudaError_t configured =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
     if (configured != cudaSuccess) return Status::cuda_error;
   }
-  kernel<<<static_cast<unsigned>(blocks), Shape::threads, Shape::smem_bytes, stream>>>(args);
+  const auto smem =
+      static_cast<std::size_t>(args.paired_blocks ? Shape::smem_bytes_paired : Shape::smem_bytes);
+  kernel<<<static_cast<unsigned>(blocks), Shape::threads, smem, stream>>>(args);
   return cudaPeekAtLastError() == cudaSuccess ? Status::ok : Status::cuda_error;
 }
 
@@ -111,6 +115,8 @@ Status launch(const AttentionProblem& problem, const Tensor4<typename Output::va
       out.stride_dim == 1 && out.stride_seq % 2 == 0 && out.stride_head % 2 == 0 &&
       out.stride_batch % 2 == 0 &&
       reinterpret_cast<std::uintptr_t>(out.data) % (2 * sizeof(typename Output::value_type)) == 0;
+  const std::int64_t kv_steps = (problem.k.seq + Cfg::block_n - 1) / Cfg::block_n;
+  args.paired_blocks = reference_is_tile_max<typename Cfg::Softmax>() && kv_steps == 2;
   if (device_params == nullptr) {
     for (std::int64_t i = 0; i < count; ++i)
       args.inline_params[i] = host_params[static_cast<std::size_t>(i)];
