@@ -84,10 +84,6 @@ struct Ops {
 
 const Ops& ops(Preset p, OutputType o);
 
-/// Host reference vs GPU kernel for a configuration that is not a preset: the Precise policies
-/// with 64-key blocks, s8 output (tile_local_block64.cu; the GPU suite's paired-pass cases).
-reference::EquivalenceReport check_tile_local_block64(const reference::EquivalenceCase& c);
-
 /// Copies a host problem to the device, runs the kernel `warmup + repeats` times (CUDA events
 /// around each launch; with `flush_bytes` > 0, a cudaMemsetAsync of that many bytes before each
 /// launch evicts L2, outside the timed interval), copies the last output back into `host_out`

@@ -197,35 +197,35 @@ TEST_CASE("gpu == reference: Swin bias tables and shifted-window masks", "[gpu][
   CHECK(run_jobs(jobs) == 0);
 }
 
-TEST_CASE("gpu == reference: paired pass of a tile-local config with 64-key blocks",
-          "[gpu][paired]") {
-  // Nkv = 65, 100, 128 take the paired pass (two KV blocks at once); 64 and 129 the loop.
+TEST_CASE("gpu == reference: both sides of the paired pass (Nkv 32 to 65)", "[gpu][paired]") {
+  // Precise and PreciseCubic compute Nkv in (32, 64] with the paired pass at D = 32 and 64 and
+  // the loop otherwise; Paper always loops. Nq = 100 with Nkv = 49: two query tiles.
+  std::vector<Job> jobs;
   std::uint64_t seed = 500;
-  for (const std::int64_t d : {32, 128}) {
-    for (const std::int64_t nkv : {64, 65, 100, 128, 129}) {
-      for (const bool extras : {false, true}) {
-        EquivalenceCase c;
-        c.batch = 2;
-        c.heads = 3;
-        c.seq_kv = nkv;
-        c.seq_q = nkv == 100 ? 49 : nkv;
-        c.head_dim = d;
-        if (extras) {
-          c.bias = BiasKind::dense;
-          c.mask_windows = 2;
-          c.masked_rows = true;
+  for (const Preset p : kPresets) {
+    for (const std::int64_t d : {32, 64, 80}) {
+      for (const std::int64_t nkv : {32, 33, 49, 64, 65}) {
+        for (const bool extras : {false, true}) {
+          EquivalenceCase c;
+          c.batch = 2;
+          c.heads = 3;
+          c.seq_kv = nkv;
+          c.seq_q = nkv == 49 ? 100 : nkv;
+          c.head_dim = d;
+          if (extras) {
+            c.bias = BiasKind::relative_table;
+            c.mask_windows = 2;
+            c.masked_rows = true;
+          }
+          c.layout = nkv == 33 ? Layout::bnhd : Layout::bhnd;
+          c.seed = seed++;
+          const OutputType o = kOutputs[seed % 4];
+          jobs.push_back({p, o, c, "Nkv " + std::to_string(nkv) + (extras ? " bias+mask" : "")});
         }
-        c.layout = nkv == 65 ? Layout::bnhd : Layout::bhnd;
-        c.seed = seed++;
-        const auto report = qflash::instances::check_tile_local_block64(c);
-        INFO("D " << d << " Nkv " << nkv << (extras ? " bias+mask" : "") << ": "
-                  << report.describe());
-        CHECK(report.status == Status::ok);
-        CHECK(report.mismatches == 0);
-        CHECK(report.elements == c.batch * c.heads * c.seq_q * c.head_dim);
       }
     }
   }
+  CHECK(run_jobs(jobs) == 0);
 }
 
 TEST_CASE("gpu == reference: seeded random configurations", "[gpu][random]") {

@@ -16,12 +16,13 @@
 ///   vt_s [D][STEP + 16]        s8   V transposed, keys permuted within each 16-key group so that
 ///                                   the Q K^T accumulator registers are directly the A operand
 ///                                   of P V (position 4q+i holds key {2q, 2q+1, 2q+8, 2q+9}[i])
-///   vt_s [D][STEP + 16]        s8   a second V^T buffer, only for the paired pass
+///   vt_second [D][STEP + 16]   s8   a second V^T buffer, only for the paired pass
 ///
-/// Paired pass: when the softmax policy quantizes P against tile-local maxima and Nkv is in
-/// (block_n, 2 block_n] (e.g. N = 49 with block_n = 32), the two KV blocks are independent up to
-/// their merges, so the kernel loads both at once and computes steps 1-4 of both in one basic
-/// block (their instruction streams interleave), then P V and the merges in block order.
+/// Paired pass (kPairsBlocks): when the softmax policy quantizes P against tile-local maxima and
+/// Nkv is in (block_n, 2 block_n] (e.g. N = 49 with block_n = 32), the two KV blocks are
+/// independent up to their merges, so the kernel loads both at once and computes steps 1-4 of
+/// both in one basic block (their instruction streams interleave), then P V and the merges in
+/// block order.
 #pragma once
 
 #if !defined(__CUDACC__)
@@ -63,11 +64,11 @@ struct KernelArgs {
   FastDivide by_heads;                           ///< (batch, head) pair -> batch
   /// Unit stride along D, even token/head/batch strides and a data pointer aligned to two
   /// elements: the epilogue writes each lane's two adjacent columns with one store.
-  bool paired_output;
-  /// The softmax policy quantizes against tile-local maxima and Nkv is in (block_n,
-  /// 2 block_n]: the kernel computes both KV blocks in one pass, with a second V^T buffer
-  /// (KernelShape::vt_bytes more dynamic shared memory, which the launcher provides).
-  bool paired_blocks;
+  bool paired_output = false;
+  /// The instance has the paired pass (kPairsBlocks) and Nkv is in (block_n, 2 block_n]: the
+  /// kernel computes both KV blocks in one pass, with a second V^T buffer, given that the launch
+  /// has KernelShape::smem_bytes_paired bytes of dynamic shared memory (the kernel checks).
+  bool paired_blocks = false;
   HeadParams<Cfg, Output> inline_params[kMaxInlineHeads];
 };
 
@@ -199,6 +200,13 @@ consteval bool identity_merge_is_sum() {
   }
 }
 
+/// Bytes of dynamic shared memory the running launch was given.
+QFLASH_DEVICE std::uint32_t dynamic_smem_bytes() {
+  std::uint32_t bytes;
+  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(bytes));
+  return bytes;
+}
+
 /// Exp::apply(u), or Exp::apply_visible(u) when the caller knows u >= 0 and the policy has it.
 template <class Exp>
 QFLASH_DEVICE Exp2Value exp_of_visible(bool known_nonneg, std::int32_t u,
@@ -215,6 +223,22 @@ QFLASH_DEVICE Exp2Value exp_of_visible(bool known_nonneg, std::int32_t u,
 /// (at most 128 registers per thread with 4 warps), 1 above.
 template <int D>
 inline constexpr int kMinBlocksPerSm = D <= 64 ? QFLASH_KERNEL_MIN_BLOCKS : 1;
+
+/// The smallest shared memory per block that any supported architecture grants on opt-in
+/// (sm_86 and sm_89: 99 KiB; sm_80: 163 KiB, sm_90: 227 KiB).
+inline constexpr int kSmallestSharedMemoryOptin = 99 * 1024;
+
+/// Whether an instantiation has the paired pass: P quantized against tile-local maxima (so the
+/// second block's steps 1-4 do not need the first block's merge); both blocks' score fragments
+/// and the accumulators in at most 64 registers (8 per n8 tile of each block, 4 per d8 tile),
+/// half the 128 a thread has at 4 CTAs per SM -- above that the paired instances spilled (ptxas,
+/// sm_90: 16 bytes at block_n = 32, D = 128; up to 1,214 bytes with 128-key blocks); and a
+/// second V^T buffer that fits every supported architecture. The presets pair at D = 32 and 64.
+template <KernelConfig Cfg, int D, int Warps>
+inline constexpr bool kPairsBlocks =
+    detail::reference_is_tile_max<typename Cfg::Softmax>() &&
+    8 * KernelShape<Cfg, D, Warps>::n_tiles + 4 * KernelShape<Cfg, D, Warps>::d_tiles <= 64 &&
+    KernelShape<Cfg, D, Warps>::smem_bytes_paired <= kSmallestSharedMemoryOptin;
 
 /// One CTA computes BM query rows of one (batch, head) pair over the whole KV sequence.
 /// `Extras`: the launch has a bias or a mask. The launcher picks the instance, so that launches
@@ -315,9 +339,6 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
     std::int32_t tile_max[2];
     std::int32_t tile_sum[2];
   };
-  // Nkv in (STEP, 2 STEP] with tile-local maxima: both blocks in one pass (see below). The
-  // launcher sets paired_blocks only then, and gives the launch Shape::vt_bytes more memory.
-  const bool paired = detail::reference_is_tile_max<Softmax>() && args.paired_blocks && steps == 2;
 
   // V -> vt: 4 keys x 4 head-dim bytes per item, transposed with byte permutes.
   const auto transpose_v = [&](const std::uint8_t* vn, std::uint8_t* vt) {
@@ -465,9 +486,9 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
   };
 
   // Steps 1-4 on one block (and, WithFirst, on the full first block in k_s stage 0 for the
-  // paired pass), in the variant that matches the block: the
-  // ragged last block computes its live tiles rounded up to a multiple of G (<= 4 variants).
-  // Both calls of a variant are in one basic block, so their instruction streams interleave.
+  // paired pass), in the variant that matches the block: the ragged last block computes its
+  // live tiles rounded up to a multiple of G (<= 4 variants). Both calls of a variant are in one
+  // basic block, so their instruction streams interleave.
   constexpr int kAll = Shape::n_tiles;
   const auto softmax_of = [&]<bool WithFirst>(BlockSoftmax& first, BlockSoftmax& out,
                                               const std::uint8_t* ks, int keys_left,
@@ -557,6 +578,13 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
     }
   };
 
+  // Nkv in (STEP, 2 STEP] in an instance with the paired pass: both blocks in one pass. The
+  // launcher sets paired_blocks only then and gives such launches the second vt buffer.
+  bool paired = false;
+  if constexpr (kPairsBlocks<Cfg, D, Warps>) {
+    paired = args.paired_blocks && steps == 2 &&
+             detail::dynamic_smem_bytes() >= static_cast<std::uint32_t>(Shape::smem_bytes_paired);
+  }
   if (paired) {
     // Two KV blocks in one pass (tile-local maxima: the second block's probabilities do not
     // depend on the first block's merge). Same operations per block as the loop below, in the

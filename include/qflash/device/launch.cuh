@@ -56,17 +56,18 @@ inline Status check_device() {
 }
 
 template <KernelConfig Cfg, OutputPolicy Output, int D, bool Extras>
-Status launch_instance(const KernelArgs<Cfg, Output>& args, std::int64_t blocks,
-                       cudaStream_t stream) {
+Status launch_instance(KernelArgs<Cfg, Output>& args, std::int64_t blocks, cudaStream_t stream) {
   using Shape = KernelShape<Cfg, D, kDefaultWarps>;
+  constexpr bool pairs = kPairsBlocks<Cfg, D, kDefaultWarps>;
   auto kernel = flash_attention_kernel<Cfg, Output, D, kDefaultWarps, Extras>;
-  constexpr int max_smem =
-      reference_is_tile_max<typename Cfg::Softmax>() ? Shape::smem_bytes_paired : Shape::smem_bytes;
+  // The limit is raised once per instance, to the paired size if the instance can pair.
+  constexpr int max_smem = pairs ? Shape::smem_bytes_paired : Shape::smem_bytes;
   if constexpr (max_smem > 48 * 1024) {
     static const cudaError_t configured =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
     if (configured != cudaSuccess) return Status::cuda_error;
   }
+  args.paired_blocks = pairs && (args.problem.k.seq + Shape::step_keys - 1) / Shape::step_keys == 2;
   const auto smem =
       static_cast<std::size_t>(args.paired_blocks ? Shape::smem_bytes_paired : Shape::smem_bytes);
   kernel<<<static_cast<unsigned>(blocks), Shape::threads, smem, stream>>>(args);
@@ -75,8 +76,7 @@ Status launch_instance(const KernelArgs<Cfg, Output>& args, std::int64_t blocks,
 
 /// The instance without bias/mask code unless the launch has a bias or a mask.
 template <KernelConfig Cfg, OutputPolicy Output, int D>
-Status launch_for_dim(const KernelArgs<Cfg, Output>& args, std::int64_t blocks,
-                      cudaStream_t stream) {
+Status launch_for_dim(KernelArgs<Cfg, Output>& args, std::int64_t blocks, cudaStream_t stream) {
   const bool extras = args.problem.bias.kind != BiasKind::none || args.problem.mask.windows != 0;
   return extras ? launch_instance<Cfg, Output, D, true>(args, blocks, stream)
                 : launch_instance<Cfg, Output, D, false>(args, blocks, stream);
@@ -115,8 +115,6 @@ Status launch(const AttentionProblem& problem, const Tensor4<typename Output::va
       out.stride_dim == 1 && out.stride_seq % 2 == 0 && out.stride_head % 2 == 0 &&
       out.stride_batch % 2 == 0 &&
       reinterpret_cast<std::uintptr_t>(out.data) % (2 * sizeof(typename Output::value_type)) == 0;
-  const std::int64_t kv_steps = (problem.k.seq + Cfg::block_n - 1) / Cfg::block_n;
-  args.paired_blocks = reference_is_tile_max<typename Cfg::Softmax>() && kv_steps == 2;
   if (device_params == nullptr) {
     for (std::int64_t i = 0; i < count; ++i)
       args.inline_params[i] = host_params[static_cast<std::size_t>(i)];
