@@ -300,17 +300,17 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
     const detail::TileCopier<D, BM, Shape::qk_stride, Shape::threads> q_copier(p.q.stride_seq);
     q_copier.issue(q_s, q_head + row0 * p.q.stride_seq, nq - row0);
   }
-  k_copier.issue(k_s, k_head, nkv);
-  v_copier.issue(vn_s, v_head, nkv);
-  cp_async_commit();
+  // K and V of the step starting at key `key0` into `stage`, as one cp.async group.
+  const auto issue_step = [&](int stage, std::int64_t key0) {
+    k_copier.issue(k_s + stage * Shape::k_bytes, k_head + key0 * p.k.stride_seq, nkv - key0);
+    v_copier.issue(vn_s + stage * Shape::vn_bytes, v_head + key0 * p.v.stride_seq, nkv - key0);
+    cp_async_commit();
+  };
+  issue_step(0, 0);  // one group with Q
   // The second step is issued here too (its stage is free), so that a short sequence pays one
   // memory latency, not two; from step 1 on, step s + 1 is issued at the top of step s.
   const auto steps = static_cast<int>((nkv + STEP - 1) / STEP);
-  if (steps > 1) {
-    k_copier.issue(k_s + Shape::k_bytes, k_head + STEP * p.k.stride_seq, nkv - STEP);
-    v_copier.issue(vn_s + Shape::vn_bytes, v_head + STEP * p.v.stride_seq, nkv - STEP);
-    cp_async_commit();
-  }
+  if (steps > 1) issue_step(1, STEP);
 
   std::uint32_t q_frag[Shape::k_chunks_qk][4];
   // Accumulators, kept biased by 2^31 (x + 2^31 mod 2^32) when the softmax policy can merge
@@ -617,14 +617,7 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
       }
       __syncthreads();  // (A) step `step` (and Q) visible to all; step - 1 fully consumed
 
-      if (step > 0 && step + 1 < steps) {  // prefetch the next step into the other stage
-        const std::int64_t next = key0 + STEP;
-        k_copier.issue(k_s + (stage ^ 1) * Shape::k_bytes, k_head + next * p.k.stride_seq,
-                       nkv - next);
-        v_copier.issue(vn_s + (stage ^ 1) * Shape::vn_bytes, v_head + next * p.v.stride_seq,
-                       nkv - next);
-        cp_async_commit();
-      }
+      if (step > 0 && step + 1 < steps) issue_step(stage ^ 1, key0 + STEP);  // the next step
       transpose_v(vn_s + stage * Shape::vn_bytes, vt_s);
       BlockSoftmax block;
       if (warp_active) {
