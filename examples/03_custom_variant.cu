@@ -42,6 +42,10 @@ struct HalfOctaveExp2 {
   QFLASH_HOST_DEVICE static constexpr qflash::Status calibrate(double, Params&) noexcept {
     return qflash::Status::ok;
   }
+  /// No runtime constants: every Params value is valid.
+  QFLASH_HOST_DEVICE static constexpr qflash::Status validate(const Params&) noexcept {
+    return qflash::Status::ok;
+  }
 };
 static_assert(qflash::Exp2Policy<HalfOctaveExp2>);
 

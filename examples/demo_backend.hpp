@@ -98,6 +98,9 @@ struct DemoCase {
   double output_scale;       ///< real value per output unit (1 for f16, whose values are real)
   CaseData data;             ///< the typed parameters and the reference output
   double reference_sqnr_db;  ///< the reference output's SQNR against the oracle
+  /// ok, or the named status with which `calibrate` rejected the workload's scales for this
+  /// preset (then `data` is empty, the SQNR NaN, and backends skip the case).
+  Status status = Status::ok;
 };
 
 /// One line of the demo's table / one object of its JSON output.
@@ -107,6 +110,7 @@ struct DemoRow {
   double ceiling_db = 0.0;        ///< the workload's ceiling, dB
   std::optional<bool> bit_exact;  ///< backends other than the reference: equal to the reference
   std::optional<double> time_us;  ///< backends other than the reference: microseconds per call
+  Status status = Status::ok;     ///< not ok: the preset rejected the scales (named status)
 };
 
 /// Real values of an output tensor: value * output_scale for integers, the binary16 value for f16.

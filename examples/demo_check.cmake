@@ -4,7 +4,8 @@
 # 1. `--workloads ${WORKLOADS} --json` prints valid JSON only, one complete row per
 #    (workload, preset, output), and the accuracy floors below hold for the rows present.
 # 2. `--save-npy` then `--npy` on the saved files reproduces the A7 numbers exactly.
-# 3. Bad files, shapes and options exit non-zero with a message that names the problem.
+# 3. Bad files (a directory, /dev/zero), shapes and options exit non-zero with a message that
+#    names the problem.
 cmake_minimum_required(VERSION 3.19)  # string(JSON)
 
 if(NOT DEMO OR NOT WORK_DIR)
@@ -165,4 +166,11 @@ expect_failure(1 "expected a bool or uint8 mask" --npy ${q} ${k} ${v} --mask ${q
 expect_failure(2 "unknown workload 'A9'" --workloads A9 --json)
 expect_failure(2 "unknown option '--frobnicate'" --frobnicate)
 expect_failure(2 "--bias and --mask need --npy" --bias ${q})
+expect_failure(2 "--threads needs an integer from 1" --threads " -1" --workloads A7)
+expect_failure(2 "--threads needs an integer from 1" --threads 4294967296 --workloads A7)
+expect_failure(2 "--npy needs three files (Q K V), got 2" --npy ${q} ${k})
+expect_failure(1 "${WORK_DIR}: is a directory" --npy "${WORK_DIR}" ${k} ${v} --json)
+if(EXISTS /dev/zero)
+  expect_failure(1 "/dev/zero: bad magic" --npy /dev/zero ${k} ${v} --json)
+endif()
 message(STATUS "qflash_demo: JSON, floors, --npy round trip and error exits OK")

@@ -59,6 +59,7 @@ DemoBackend make_cuda_demo_backend() {
         }
         const AttentionProblem problem = w.problem();
         for (const DemoCase& c : cases) {
+          if (c.status != Status::ok) continue;  // rejected by calibrate: nothing to run
           std::visit(
               [&](const auto& typed) {
                 using Typed = std::decay_t<decltype(typed)>;

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <functional>
 #include <iomanip>
+#include <limits>
 #include <optional>
 #include <ostream>
 #include <qflash/qflash.hpp>
@@ -134,6 +135,38 @@ inline std::array<std::int64_t, 4> as_zhnd(const reference::NpyArray& a) {
   return e;
 }
 
+/// The position of element `flat` of a C-order array of `shape`, e.g. "[0, 2, 5]".
+inline std::string index_string(const std::vector<std::int64_t>& shape, std::int64_t flat) {
+  std::vector<std::int64_t> index(shape.size(), 0);
+  for (std::size_t axis = shape.size(); axis-- > 0;) {
+    index[axis] = flat % shape[axis];
+    flat /= shape[axis];
+  }
+  std::string s = "[";
+  for (std::size_t axis = 0; axis < index.size(); ++axis) {
+    s += (axis == 0 ? "" : ", ") + std::to_string(index[axis]);
+  }
+  return s + "]";
+}
+
+/// Throws std::runtime_error "<what>: holds N non-finite values (first: nan at [i, j, ...])..."
+/// when `values` (C order, of `shape`) holds a NaN or an infinity: the float oracle would give
+/// NaN and every SQNR would be meaningless.
+inline void require_finite(const std::vector<float>& values, const std::vector<std::int64_t>& shape,
+                           const std::string& what, const std::string& hint = "") {
+  std::size_t count = 0, first = 0;
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (!std::isfinite(values[i]) && count++ == 0) first = i;
+  }
+  if (count == 0) return;
+  const float x = values[first];
+  const std::string value = std::isnan(x) ? "nan" : (x > 0 ? "inf" : "-inf");
+  throw std::runtime_error(what + ": holds " + std::to_string(count) + " non-finite value" +
+                           (count == 1 ? "" : "s") + " (first: " + value + " at " +
+                           index_string(shape, static_cast<std::int64_t>(first)) +
+                           "); the demo needs finite inputs" + hint);
+}
+
 inline reference::NpyArray read_floating(const std::filesystem::path& path) {
   reference::NpyArray a = reference::read_npy(path);
   if (!a.is_floating()) {
@@ -148,7 +181,9 @@ inline reference::NpyArray read_floating(const std::filesystem::path& path) {
 /// Loads q, k, v ([Z, H, N, D], [H, N, D] or [N, D] float arrays; k and v share N, which may
 /// differ from q's), an optional dense float bias in nats ([H or 1, Nq, Nkv], or [Nq, Nkv]) and
 /// an optional bool / uint8 mask ([windows, Nq, Nkv], or [Nq, Nkv]; Z % windows == 0). Throws
-/// std::runtime_error (NpyError for unreadable files) whose message names the file and problem.
+/// std::runtime_error (NpyError for unreadable files) whose message names the file and problem,
+/// also for a NaN or an infinity in q, k, v or the bias (an f8 value beyond the float range
+/// counts as infinite).
 inline FloatWorkload load_npy_workload(const NpyPaths& paths) {
   const reference::NpyArray q = detail::read_floating(paths.q);
   const reference::NpyArray k = detail::read_floating(paths.k);
@@ -180,6 +215,9 @@ inline FloatWorkload load_npy_workload(const NpyPaths& paths) {
   w.q = q.to_float();
   w.k = k.to_float();
   w.v = v.to_float();
+  detail::require_finite(w.q, q.shape, q.source);
+  detail::require_finite(w.k, k.shape, k.source);
+  detail::require_finite(w.v, v.shape, v.source);
 
   const auto leading = [&](const reference::NpyArray& a, const char* what) {
     const std::size_t rank = a.shape.size();
@@ -198,6 +236,8 @@ inline FloatWorkload load_npy_workload(const NpyPaths& paths) {
                                " heads; expected 1 or " + std::to_string(w.heads));
     }
     w.bias_nats = bias.to_float();
+    detail::require_finite(w.bias_nats, bias.shape, bias.source,
+                           " (hide keys with --mask, not with an infinite bias)");
   }
   if (!paths.mask.empty()) {
     const reference::NpyArray mask = reference::read_npy(paths.mask);
@@ -388,9 +428,19 @@ DemoCase run_reference_case(const DemoWorkload& d, const std::string& preset,
       std::span<const float>(&d.v_scale, 1),
       out_scale > 0.0f ? std::span<const float>(&out_scale, 1) : std::span<const float>(),
       d.softmax_scale};
-  detail::require_ok(calibrate<Cfg, Output>(scales, static_cast<int>(d.dim),
-                                            std::span<HeadParams<Cfg, Output>>(typed.params)),
-                     what + ": calibrate");
+  const Status calibrated = calibrate<Cfg, Output>(
+      scales, static_cast<int>(d.dim), std::span<HeadParams<Cfg, Output>>(typed.params));
+  if (calibrated == Status::logit_range_exceeded || calibrated == Status::scale_out_of_range) {
+    // The preset cannot serve these scales accurately: a row that says so, not a number.
+    typed.params.clear();
+    return DemoCase{preset,
+                    output,
+                    0.0,
+                    CaseData(std::move(typed)),
+                    std::numeric_limits<double>::quiet_NaN(),
+                    calibrated};
+  }
+  detail::require_ok(calibrated, what + ": calibrate");
   typed.reference.resize(static_cast<std::size_t>(d.output_size()));
   detail::require_ok(reference::flash_attention<Cfg, Output>(
                          d.problem(), std::span<const HeadParams<Cfg, Output>>(typed.params),
@@ -460,9 +510,21 @@ struct DemoResults {
 };
 
 /// Runs every workload: quantization, oracle and ceiling, every reference row (independent
-/// tasks on `threads` threads), then each backend in turn, workload by workload.
+/// tasks on `threads` threads), then each backend in turn, workload by workload. Throws
+/// std::runtime_error naming the workload and tensor when q, k, v or the bias holds a NaN or an
+/// infinity.
 inline DemoResults run_demo(const std::vector<FloatWorkload>& workloads, unsigned threads,
                             const std::vector<DemoBackend>& backends) {
+  for (const FloatWorkload& w : workloads) {
+    const auto check = [&](const std::vector<float>& values, const char* tensor,
+                           const std::vector<std::int64_t>& shape) {
+      detail::require_finite(values, shape, "workload " + w.name + ", tensor " + tensor);
+    };
+    check(w.q, "q", {w.batch, w.heads, w.seq_q, w.dim});
+    check(w.k, "k", {w.batch, w.heads, w.seq_kv, w.dim});
+    check(w.v, "v", {w.batch, w.heads, w.seq_kv, w.dim});
+    check(w.bias_nats, "bias", {w.bias_heads, w.seq_q, w.seq_kv});
+  }
   const std::size_t n = workloads.size();
   std::vector<DemoWorkload> prepared(n);
   run_parallel(n, threads, [&](std::size_t i) { prepared[i] = quantize_workload(workloads[i]); });
@@ -500,7 +562,7 @@ inline DemoResults run_demo(const std::vector<FloatWorkload>& workloads, unsigne
   for (std::size_t i = 0; i < n; ++i) {
     for (const DemoCase& c : cases[i]) {
       rows.push_back(DemoRow{prepared[i].name, c.preset, c.output, "reference", c.reference_sqnr_db,
-                             prepared[i].ceiling_db, std::nullopt, std::nullopt});
+                             prepared[i].ceiling_db, std::nullopt, std::nullopt, c.status});
     }
     for (const DemoBackend& backend : backends) {
       const std::vector<DemoRow> extra = backend.run(prepared[i], cases[i]);
@@ -564,6 +626,8 @@ inline void write_json(std::ostream& os, const std::vector<DemoRow>& rows) {
        << ", \"backend\": " << detail::json_string(r.backend)
        << ", \"sqnr_db\": " << detail::json_number(r.sqnr_db, 4)
        << ", \"ceiling_db\": " << detail::json_number(r.ceiling_db, 4);
+    if (r.status != Status::ok)
+      os << ", \"rejected\": " << detail::json_string(to_string(r.status));
     if (r.bit_exact) os << ", \"bit_exact\": " << (*r.bit_exact ? "true" : "false");
     if (r.time_us) os << ", \"time_us\": " << detail::json_number(*r.time_us, 3);
     os << "}" << (i + 1 < rows.size() ? "," : "") << "\n";
@@ -590,7 +654,9 @@ inline void write_table(std::ostream& os, const std::vector<DemoRow>& rows) {
                                      r.preset,
                                      r.output,
                                      r.backend,
-                                     detail::table_number(r.sqnr_db, 2),
+                                     r.status != Status::ok
+                                         ? "rejected: " + std::string(to_string(r.status))
+                                         : detail::table_number(r.sqnr_db, 2),
                                      detail::table_number(r.ceiling_db, 2)};
     if (with_backend_columns) {
       line.push_back(r.bit_exact ? (*r.bit_exact ? "yes" : "NO") : "-");

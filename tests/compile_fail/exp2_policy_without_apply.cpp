@@ -18,6 +18,7 @@ struct MyExp2 {
     return qflash::PolyExp2<>::rescale_q30(d);
   }
   static constexpr qflash::Status calibrate(double, Params&) noexcept { return qflash::Status::ok; }
+  static constexpr qflash::Status validate(const Params&) noexcept { return qflash::Status::ok; }
 };
 
 struct MyConfig {

@@ -26,6 +26,9 @@ struct MyOutput {
     return qflash::Status::ok;
   }
   static constexpr double default_scale_divisor() noexcept { return 1.0; }
+  static constexpr qflash::Status validate(const Params&, int) noexcept {
+    return qflash::Status::ok;
+  }
 };
 
 qflash::HeadParams<qflash::presets::Precise, MyOutput> params{};

@@ -6,9 +6,11 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <random>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -39,10 +41,17 @@ struct Job {
   std::string label;
 };
 
+/// True for a job that `calibrate` rejected with a named range status: the preset cannot serve
+/// those scales accurately (docs/numerics.md), which is the correct answer, not a failure.
+bool rejected_by_calibrate(const qflash::reference::EquivalenceReport& r) {
+  return std::string_view(r.failed_step) == "calibrate" &&
+         (r.status == Status::logit_range_exceeded || r.status == Status::scale_out_of_range);
+}
+
 /// Runs every job (host reference + GPU kernel) on a pool of threads -- the host reference
 /// dominates the time -- then checks each report on this thread (Catch2 is single-threaded).
-/// Returns the number of failing jobs.
-int run_jobs(const std::vector<Job>& jobs) {
+/// Returns the number of failing jobs; `rejected` (nullable) counts jobs rejected by calibrate.
+int run_jobs(const std::vector<Job>& jobs, int* rejected = nullptr) {
   std::vector<qflash::reference::EquivalenceReport> reports(jobs.size());
   std::atomic<std::size_t> next{0};
   // QFLASH_TEST_THREADS=1 under compute-sanitizer's racecheck, which tracks one launch at a time.
@@ -65,6 +74,10 @@ int run_jobs(const std::vector<Job>& jobs) {
     const auto& report = reports[i];
     INFO(j.label << " preset " << qflash::instances::name(j.preset) << " output "
                  << qflash::instances::name(j.output) << ": " << report.describe());
+    if (rejected_by_calibrate(report)) {
+      if (rejected != nullptr) ++*rejected;
+      continue;
+    }
     CHECK(report.status == Status::ok);
     CHECK(report.mismatches == 0);
     CHECK(report.elements == j.c.batch * j.c.heads * j.c.seq_q * j.c.head_dim);
@@ -263,5 +276,9 @@ TEST_CASE("gpu == reference: seeded random configurations", "[gpu][random]") {
     jobs.push_back({p, o, c, "random case " + std::to_string(i)});
   }
   INFO(count << " random configurations");
-  CHECK(run_jobs(jobs) == 0);
+  int rejected = 0;
+  CHECK(run_jobs(jobs, &rejected) == 0);
+  std::printf("random configurations: %d run, %d rejected by calibrate (range statuses)\n",
+              count - rejected, rejected);
+  CHECK(rejected < count / 2);  // most configurations must reach the kernel
 }

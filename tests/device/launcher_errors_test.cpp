@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The device launcher rejects every invalid argument with a named Status before launching, and
 // writes nothing: the poisoned output must come back unchanged.
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <random>
@@ -20,11 +21,15 @@ using instances::Preset;
 using test::GpuBuffer;
 
 constexpr std::int64_t kZ = 2, kH = 2, kN = 64, kD = 64;
+constexpr std::int64_t kTwoTo62 = std::int64_t{1} << 62;
+/// Bytes past a contiguous Q, K or V: the views edited below (a shifted pointer, token stride
+/// kD + 8) stay inside their buffer, so that they never reach `out` (output_overlaps_input).
+constexpr std::int64_t kSlack = 1024;
 
 struct Fixture {
-  GpuBuffer<std::int8_t> q{kZ * kH * kN * kD + 64}, k{kZ * kH * kN * kD + 64},
-      v{kZ * kH * kN * kD + 64}, out{kZ * kH * kN * kD};
-  GpuBuffer<std::int32_t> bias{kH * kN * kN};
+  GpuBuffer<std::int8_t> q{kZ * kH * kN * kD + kSlack}, k{kZ * kH * kN * kD + kSlack},
+      v{kZ * kH * kN * kD + kSlack}, out{kZ * kH * kN * kD};
+  GpuBuffer<std::int32_t> bias{kH * kN * kN}, index{kN * kN};
   GpuBuffer<std::uint8_t> mask{kN * kN};
   const instances::Ops& ops = instances::ops(Preset::precise, OutputType::s8);
   std::vector<unsigned char> params;
@@ -32,6 +37,7 @@ struct Fixture {
   Fixture() {
     for (auto* b : {&q, &k, &v}) b->fill_bytes(3);
     bias.fill_bytes(0);
+    index.fill_bytes(0);
     mask.fill_bytes(1);
     params.resize(ops.params_size * kH);
     const float scale = 0.03f;
@@ -74,6 +80,8 @@ TEST_CASE("device launcher: every invalid argument has a named status and writes
     std::int64_t count = 1;
     bool null_out = false;
   };
+  const AttentionBias relative{
+      BiasKind::relative_table, f.bias.get(), kH, kN, kN, f.index.get(), kN, kN, 1};
   const std::vector<Bad> cases = {
       {"null Q", Status::null_pointer, [](AttentionProblem& p) { p.q.data = nullptr; }},
       {"null V", Status::null_pointer, [](AttentionProblem& p) { p.v.data = nullptr; }},
@@ -110,6 +118,24 @@ TEST_CASE("device launcher: every invalid argument has a named status and writes
        }},
       {"three parameter sets for two heads", Status::param_count_mismatch, [](AttentionProblem&) {},
        3},
+      // Views past the address space (issue item 4): validate rejects them before the launcher
+      // looks at alignment or strides, and before the kernel could form a wrapped address.
+      {"Q batch stride 2^62 (Z = 2)", Status::invalid_stride,
+       [](AttentionProblem& p) { p.q.stride_batch = kTwoTo62; }},
+      {"K strides sum past int64", Status::invalid_stride,
+       [](AttentionProblem& p) { p.k.stride_batch = p.k.stride_head = kTwoTo62; }},
+      {"V span past 2^48 bytes", Status::invalid_stride,
+       [](AttentionProblem& p) { p.v.stride_head = std::int64_t{1} << 48; }},
+      {"relative table head stride 2^62", Status::bias_shape_mismatch,
+       [&](AttentionProblem& p) {
+         p.bias = relative;
+         p.bias.stride_head = kTwoTo62;
+       }},
+      {"relative table span past 2^48 bytes", Status::bias_shape_mismatch,
+       [&](AttentionProblem& p) {
+         p.bias = relative;
+         p.bias.stride_entry = std::int64_t{1} << 44;  // 63 * 2^44 int32 entries
+       }},
   };
   for (const Bad& bad : cases) {
     AttentionProblem p = f.problem();
@@ -127,6 +153,71 @@ TEST_CASE("device launcher: every invalid argument has a named status and writes
     CHECK(f.launch(p, bad.count, &untouched) == bad.expected);
     CHECK(untouched);
   }
+}
+
+// Issue item 5: an output over an input is rejected before the launch, and the input keeps its
+// bytes; an output right before or after K in one allocation is served bit-exactly.
+TEST_CASE("device launcher: an output that overlaps an input is rejected", "[gpu][errors]") {
+  Fixture f;
+  const std::int64_t out_bytes = kZ * kH * kN * kD;
+  const std::int64_t strides[4] = {kH * kN * kD, kN * kD, kD, 1};
+  // Inputs of at least out_bytes, so that a launch that wrongly runs stays in bounds.
+  GpuBuffer<std::int32_t> index(static_cast<std::size_t>(out_bytes / 4));
+  GpuBuffer<std::uint8_t> mask(static_cast<std::size_t>(out_bytes));
+  index.fill_bytes(0);
+  mask.fill_bytes(1);
+  const AttentionProblem plain = f.problem();
+  const auto expect_rejected = [&](const char* what, const AttentionProblem& p, void* input,
+                                   const auto& input_buffer) {
+    INFO(what);
+    const auto before = input_buffer.download();
+    CHECK(f.ops.launch(p, f.params.data(), 1, input, strides, nullptr) ==
+          Status::output_overlaps_input);
+    CHECK(input_buffer.download() == before);
+  };
+  expect_rejected("out over Q", plain, f.q.get(), f.q);
+  expect_rejected("out over K", plain, f.k.get(), f.k);
+  expect_rejected("out over V", plain, f.v.get(), f.v);
+  AttentionProblem with_bias = plain;
+  with_bias.bias = AttentionBias{BiasKind::dense, f.bias.get(), kH, kN, kN};
+  expect_rejected("out over the dense bias", with_bias, f.bias.get(), f.bias);
+  with_bias.bias =
+      AttentionBias{BiasKind::relative_table, f.bias.get(), kH, kN, kN, index.get(), kN, kN, 1};
+  expect_rejected("out over the relative table", with_bias, f.bias.get(), f.bias);
+  expect_rejected("out over the relative index map", with_bias, index.get(), index);
+  AttentionProblem with_mask = plain;
+  with_mask.mask = AttentionMask{mask.get(), 1, kN, kN};
+  expect_rejected("out over the mask", with_mask, mask.get(), mask);
+
+  // K and the output in one allocation (K's bytes first or last); offsets are multiples of 16.
+  bool untouched = false;
+  REQUIRE(f.launch(plain, 1, &untouched) == Status::ok);
+  const auto separate = f.out.download();
+  const auto k_bytes = f.k.download();  // kSlack bytes past K are not read
+  GpuBuffer<std::int8_t> shared(static_cast<std::size_t>(2 * out_bytes + 32));
+  const auto place = [&](const char* what, std::int64_t out_at, std::int64_t k_at, Status want) {
+    INFO(what);
+    shared.fill_bytes(0x7b);
+    test::cuda_check(cudaMemcpy(shared.get() + k_at, f.k.get(), static_cast<std::size_t>(out_bytes),
+                                cudaMemcpyDeviceToDevice),
+                     "copy K");
+    AttentionProblem p = plain;
+    p.k.data = shared.get() + k_at;
+    const auto before = shared.download();
+    CHECK(f.ops.launch(p, f.params.data(), 1, shared.get() + out_at, strides, nullptr) == want);
+    const auto after = shared.download();
+    const auto at = [&](std::int64_t offset) { return after.begin() + offset; };
+    CHECK(std::equal(at(k_at), at(k_at + out_bytes), k_bytes.begin()));
+    if (want == Status::ok) {
+      CHECK(std::equal(at(out_at), at(out_at + out_bytes), separate.begin()));
+    } else {
+      CHECK(after == before);
+    }
+  };
+  place("K right after out", 0, out_bytes, Status::ok);
+  place("K's first 16 bytes under out's last", 0, out_bytes - 16, Status::output_overlaps_input);
+  place("out right after K", out_bytes, 0, Status::ok);
+  place("out's first 16 bytes over K's last", out_bytes - 16, 0, Status::output_overlaps_input);
 }
 
 TEST_CASE("device launcher: more host parameter sets than a launch can carry", "[gpu][errors]") {

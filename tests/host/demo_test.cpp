@@ -1,19 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0
 // The demo's machinery (examples/demo_runner.hpp) in process: input generation, masks and biases
 // reaching both oracles and the integer reference, .npy inputs, thread-count independence, the
-// backend hook and the JSON / table writers. The demo binary itself is checked by the CTest
-// test demo.accuracy_floors (examples/demo_check.cmake).
+// backend hook, the JSON / table writers and the command line (examples/demo_cli.hpp). The demo
+// binary itself is checked by the CTest test demo.accuracy_floors (examples/demo_check.cmake).
 #include <unistd.h>
 
 #include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <initializer_list>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <variant>
 #include <vector>
 
+#include "../../examples/demo_cli.hpp"
 #include "../../examples/demo_runner.hpp"
 #include "support/catch.hpp"
 
@@ -69,6 +72,21 @@ class TempDir {
   fs::path path_;
 };
 
+/// parse_options on `args`.
+DemoOptions parse(std::initializer_list<std::string> args) { return parse_options(args); }
+
+/// What one run_cli call printed and returned.
+struct CliRun {
+  int status;
+  std::string out, err;
+};
+
+CliRun run(std::initializer_list<std::string> args) {
+  std::ostringstream out, err;
+  const int status = run_cli(args, out, err, {});
+  return {status, out.str(), err.str()};
+}
+
 }  // namespace
 
 TEST_CASE("demo: generated inputs are seeded, in range and fp16 values", "[demo]") {
@@ -118,7 +136,9 @@ TEST_CASE("demo: a bias in nats steers the oracle and the integer reference alik
   w.bias_nats.assign(33 * 33, -40.0f);
   for (std::size_t i = 0; i < 33; ++i) w.bias_nats[i * 33 + 7] = 0.0f;
   w.bias_heads = 1;
-  w.q.assign(w.q.size(), 0.0f);  // equal scores: only the bias decides
+  // Nearly equal scores (a tiny q; an all-zero q would get a default scale large enough that
+  // Precise rejects it by name): only the bias decides.
+  w.q.assign(w.q.size(), 1e-3f);
   const DemoResults r = run_demo({w}, 1, {});
   const DemoWorkload& d = r.workloads[0];
   CHECK(d.bias_q16[0] == reference::quantize_bias(-40.0f));
@@ -208,25 +228,22 @@ TEST_CASE("demo: .npy inputs with bias and mask round-trip through files", "[dem
 
   // Shape errors name the offending file.
   paths.k = dir.path() / "nd.npy";
-  CHECK_THROWS_WITH(load_npy_workload(paths),
-                    Catch::Contains("nd.npy") && Catch::Contains("does not match q"));
+  QFLASH_CHECK_THROWS_CONTAINING(load_npy_workload(paths), "nd.npy", "does not match q");
   paths.k = dir.path() / "rt_k.npy";
   paths.bias = dir.path() / "rt_mask.npy";
-  CHECK_THROWS_WITH(load_npy_workload(paths),
-                    Catch::Contains("rt_mask.npy") && Catch::Contains("expected a float array"));
+  QFLASH_CHECK_THROWS_CONTAINING(load_npy_workload(paths), "rt_mask.npy", "expected a float array");
   paths.bias.clear();
   const std::vector<std::uint8_t> three_windows(3 * 17 * 17, 1);
   reference::write_npy(
       dir.path() / "m3.npy",
       reference::make_npy(std::span<const std::uint8_t>(three_windows), {3, 17, 17}));
   paths.mask = dir.path() / "m3.npy";
-  CHECK_THROWS_WITH(load_npy_workload(paths),
-                    Catch::Contains("m3.npy") && Catch::Contains("do not divide the batch"));
+  QFLASH_CHECK_THROWS_CONTAINING(load_npy_workload(paths), "m3.npy", "do not divide the batch");
   const std::vector<float> odd_dim(17 * 48, 0.0f);
   reference::write_npy(dir.path() / "d48.npy",
                        reference::make_npy(std::span<const float>(odd_dim), {17, 48}));
-  CHECK_THROWS_WITH(load_npy_workload(qkv_from(dir.path() / "d48.npy")),
-                    Catch::Contains("head dim 48"));
+  QFLASH_CHECK_THROWS_CONTAINING(load_npy_workload(qkv_from(dir.path() / "d48.npy")),
+                                 "head dim 48");
 }
 
 TEST_CASE("demo: a backend adds rows with bit_exact and time_us", "[demo][backend]") {
@@ -286,4 +303,108 @@ TEST_CASE("demo: JSON escapes strings and writes null for infinite SQNR", "[demo
   std::ostringstream empty;
   write_json(empty, {});
   CHECK(empty.str() == "[\n]\n");
+}
+
+TEST_CASE("demo: non-finite inputs are reported by file name and fail the run", "[demo][npy]") {
+  const TempDir dir;
+  FloatWorkload w = small_workload(1, 1, 17, 11);
+  w.name = "nf";
+  save_npy_workload(w, dir.path());
+  const fs::path q = dir.path() / "nf_q.npy", k = dir.path() / "nf_k.npy";
+  const fs::path v = dir.path() / "nf_v.npy";
+  const auto write_floats = [&](const std::string& name, std::vector<float> values,
+                                std::vector<std::int64_t> shape) {
+    reference::write_npy(dir.path() / name,
+                         reference::make_npy(std::span<const float>(values), std::move(shape)));
+    return dir.path() / name;
+  };
+  std::vector<float> bad = w.q;
+  bad[3 * 32 + 5] = std::numeric_limits<float>::quiet_NaN();
+  bad[4 * 32] = std::numeric_limits<float>::quiet_NaN();
+  const fs::path q_nan = write_floats("q_nan.npy", bad, {17, 32});
+  bad = w.k;
+  bad[7] = std::numeric_limits<float>::infinity();
+  const fs::path k_inf = write_floats("k_inf.npy", bad, {1, 1, 17, 32});
+  std::vector<float> bias(17 * 17, 0.0f);
+  bias[17 + 2] = -std::numeric_limits<float>::infinity();
+  const fs::path bias_inf = write_floats("bias_inf.npy", bias, {17, 17});
+
+  NpyPaths paths{q_nan, k, v, {}, {}};
+  QFLASH_CHECK_THROWS_CONTAINING(load_npy_workload(paths), q_nan.string(),
+                                 "holds 2 non-finite values (first: nan at [3, 5])");
+  paths.q = q;
+  paths.k = k_inf;
+  QFLASH_CHECK_THROWS_CONTAINING(load_npy_workload(paths), k_inf.string(),
+                                 "holds 1 non-finite value (first: inf at [0, 0, 0, 7])");
+  paths.k = k;
+  paths.bias = bias_inf;
+  QFLASH_CHECK_THROWS_CONTAINING(load_npy_workload(paths), bias_inf.string(), "-inf at [1, 2]",
+                                 "--mask");
+
+  // The command line: exit status 1, the file named on stderr, nothing on stdout.
+  const CliRun cli = run({"--npy", q_nan.string(), k.string(), v.string(), "--json"});
+  CHECK(cli.status == 1);
+  CHECK(cli.err.find(q_nan.string() + ": holds 2 non-finite values") != std::string::npos);
+  CHECK(cli.out.empty());
+
+  // A workload built in memory is checked too, by workload and tensor.
+  w.v[0] = -std::numeric_limits<float>::infinity();
+  QFLASH_CHECK_THROWS_CONTAINING(run_demo({w}, 1, {}), "workload nf, tensor v",
+                                 "-inf at [0, 0, 0, 0]");
+}
+
+TEST_CASE("demo: options are parsed strictly, with messages that name the option",
+          "[demo][options]") {
+  for (const std::string bad :
+       {" -1", "-1", "+3", "3x", "", "0", "4294967296", "99999999999999999999999", "0x10"}) {
+    INFO("--threads '" << bad << "'");
+    QFLASH_CHECK_THROWS_AS_CONTAINING(
+        (parse({"--threads", bad})), UsageError,
+        "--threads needs an integer from 1 to 4294967295, got '" + bad + "'");
+  }
+  CHECK(parse({"--threads", "3"}).threads == 3u);
+  CHECK(parse({"--threads", "4294967295"}).threads == 4294967295u);
+  QFLASH_CHECK_THROWS_AS_CONTAINING((parse({"--seed", "4294967296"})), UsageError,
+                                    "--seed needs an integer from 0 to 4294967295");
+  QFLASH_CHECK_THROWS_AS_CONTAINING((parse({"--seed", "-0"})), UsageError, "--seed");
+  CHECK(parse({"--seed", "0"}).seed == 0u);
+  CHECK(parse({"--seed", "4294967295"}).seed == 4294967295u);
+
+  QFLASH_CHECK_THROWS_AS_CONTAINING((parse({"--workloads", ""})), UsageError,
+                                    "--workloads needs at least one workload name");
+  for (const std::string bad : {",A2", "A2,,A7", "A2,"}) {
+    INFO("--workloads '" << bad << "'");
+    QFLASH_CHECK_THROWS_AS_CONTAINING((parse({"--workloads", bad})), UsageError,
+                                      "--workloads: empty workload name in '" + bad + "'");
+  }
+  QFLASH_CHECK_THROWS_AS_CONTAINING((parse({"--workloads", "A2,A7,A2"})), UsageError,
+                                    "'A2' is listed twice");
+  CHECK(parse({"--workloads", "A2,A7"}).workloads == std::vector<std::string>{"A2", "A7"});
+
+  QFLASH_CHECK_THROWS_AS_CONTAINING((parse({"--npy", "a"})), UsageError,
+                                    "--npy needs three files (Q K V), got 1");
+  QFLASH_CHECK_THROWS_AS_CONTAINING((parse({"--npy", "a", "b"})), UsageError,
+                                    "--npy needs three files (Q K V), got 2");
+  QFLASH_CHECK_THROWS_AS_CONTAINING((parse({"--npy", "a", "b", "--json"})), UsageError,
+                                    "--npy needs three files (Q K V), got 2");
+  const DemoOptions npy = parse({"--npy", "a", "b", "c", "--bias", "d", "--json"});
+  REQUIRE(npy.npy.has_value());
+  CHECK(npy.npy->v == fs::path("c"));
+  CHECK(npy.npy->bias == fs::path("d"));
+  CHECK(npy.json);
+  QFLASH_CHECK_THROWS_AS_CONTAINING((parse({"--save-npy", "--json"})), UsageError,
+                                    "--save-npy needs a value");
+  QFLASH_CHECK_THROWS_AS_CONTAINING((parse({"--mask"})), UsageError, "--mask needs a value");
+
+  // The command line: usage errors exit with 2 and print nothing on stdout.
+  const CliRun bad = run({"--threads", " -1", "--workloads", "A7"});
+  CHECK(bad.status == 2);
+  CHECK(bad.err.find("--threads needs an integer") != std::string::npos);
+  CHECK(bad.out.empty());
+  const CliRun help = run({"--help"});
+  CHECK(help.status == 0);
+  CHECK(help.out.find("usage: qflash_demo") != std::string::npos);
+  const CliRun good = run({"--workloads", "A7", "--threads", "2", "--json"});
+  CHECK(good.status == 0);
+  CHECK(good.out.find("{\"workload\": \"A7\", \"preset\": \"Paper\"") != std::string::npos);
 }

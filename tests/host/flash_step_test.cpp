@@ -147,7 +147,8 @@ TEST_CASE("flash_step: blocks of random tiles equal the per-row emulation", "[fl
     const double qk = rep % 2 == 0 ? 0.05 : 0.004;
     check_flash_step<presets::Precise, 4, 32, 32>(rng, qk);
     check_flash_step<presets::PreciseCubic, 3, 32, 64>(rng, qk);
-    check_flash_step<presets::Paper, 4, 32, 32>(rng, qk);
+    // Paper's 16-bit octave estimate needs 1 / sm_scale below about 2^14 (docs/numerics.md).
+    check_flash_step<presets::Paper, 4, 32, 32>(rng, std::max(qk, 0.02));
     check_flash_step<presets::Precise, 2, 64, 32>(rng, qk);
   }
 }
@@ -403,5 +404,5 @@ TEST_CASE("flash_step: the reference on N not a multiple of block_n", "[flash_st
   }
   check_ragged<presets::Precise, qflash::Float16>(rng, 33, 80, 0.02);
   check_ragged<presets::Precise, std::int32_t>(rng, 49, 96, 0.02);
-  check_ragged<presets::Paper, std::int16_t>(rng, 65, 128, 0.01);
+  check_ragged<presets::Paper, std::int16_t>(rng, 65, 128, 0.03);
 }

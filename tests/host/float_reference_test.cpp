@@ -1,9 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
-// The float oracle against a naive loop implementation, closed-form cases and its validation.
+// The float oracle against a naive loop implementation, closed-form cases, non-finite inputs
+// and its validation.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <qflash/reference/attention_float.hpp>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "support/catch.hpp"
@@ -95,6 +99,40 @@ void require_close(const std::vector<double>& a, const std::vector<double>& b) {
     INFO("element " << i);
     REQUIRE(a[i] == Approx(b[i]).margin(1e-12).epsilon(1e-11));
   }
+}
+
+/// Element (z, h, i, c) of a contiguous [Z, H, Nq, D] output of `p`.
+double output_at(const Problem& p, const std::vector<double>& out, std::int64_t z, std::int64_t h,
+                 std::int64_t i, std::int64_t c) {
+  return out[static_cast<std::size_t>(((z * p.h + h) * p.nq + i) * p.d + c)];
+}
+
+/// The (h, i) rows of batch element 0 that must be NaN in every column; every other element of
+/// `out` must match `expected`.
+void check_nan_rows(const Problem& p, const std::vector<double>& out,
+                    const std::vector<double>& expected,
+                    const std::vector<std::pair<std::int64_t, std::int64_t>>& nan_rows) {
+  for (std::int64_t h = 0; h < p.h; ++h) {
+    for (std::int64_t i = 0; i < p.nq; ++i) {
+      const bool nan_row =
+          std::find(nan_rows.begin(), nan_rows.end(), std::make_pair(h, i)) != nan_rows.end();
+      for (std::int64_t c = 0; c < p.d; ++c) {
+        INFO("head " << h << ", row " << i << ", column " << c);
+        if (nan_row) {
+          CHECK(std::isnan(output_at(p, out, 0, h, i, c)));
+        } else {
+          CHECK(output_at(p, out, 0, h, i, c) ==
+                Approx(output_at(p, expected, 0, h, i, c)).margin(1e-12).epsilon(1e-11));
+        }
+      }
+    }
+  }
+}
+
+/// Element (h, n, c) of batch element 0 of a contiguous [Z, H, n_count, d_count] tensor.
+float& element(std::vector<float>& t, std::int64_t n_count, std::int64_t d_count, std::int64_t h,
+               std::int64_t n, std::int64_t c) {
+  return t[static_cast<std::size_t>((h * n_count + n) * d_count + c)];
 }
 
 }  // namespace
@@ -266,4 +304,104 @@ TEST_CASE("float oracle: invalid arguments return a named status and write nothi
       call(q, k, v,
            FloatBias{BiasKind::relative_table, bias_values.data(), 1, 4, 4, index.data(), 4, 0, 1},
            {}, 1.0, o) == Status::ok);
+}
+
+TEST_CASE("float oracle: a NaN or an infinity in q or k makes the rows that see it NaN",
+          "[float][nonfinite]") {
+  Problem p = random_problem(1, 2, 6, 7, 4, 10);
+  const auto q_at = [&](std::int64_t h, std::int64_t i, std::int64_t c) -> float& {
+    return element(p.q, p.nq, p.d, h, i, c);
+  };
+  const auto k_at = [&](std::int64_t h, std::int64_t j, std::int64_t c) -> float& {
+    return element(p.k, p.nkv, p.d, h, j, c);
+  };
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  // Head 0, row 1: a NaN in q.
+  q_at(0, 1, 2) = std::numeric_limits<float>::quiet_NaN();
+  // Head 0, row 3: +inf in q against a zero column of k (inf * 0 is NaN in every logit).
+  q_at(0, 3, 0) = kInf;
+  for (std::int64_t j = 0; j < p.nkv; ++j) k_at(0, j, 0) = 0.0f;
+  // Head 0, row 4: -inf in q against a positive column of k (every logit is -inf).
+  q_at(0, 4, 1) = -kInf;
+  for (std::int64_t j = 0; j < p.nkv; ++j) k_at(0, j, 1) = 0.5f + std::fabs(k_at(0, j, 1));
+  // Head 1: a NaN in key 5, which rows 3 to 5 do not see (their output stays finite).
+  k_at(1, 5, 3) = std::numeric_limits<float>::quiet_NaN();
+  std::vector<std::uint8_t> mask_data(static_cast<std::size_t>(p.nq * p.nkv), 1);
+  for (std::int64_t i = 3; i < p.nq; ++i) mask_data[static_cast<std::size_t>(i * p.nkv + 5)] = 0;
+  const AttentionMask mask{mask_data.data(), 1, p.nq, p.nkv};
+
+  check_nan_rows(p, run_oracle(p, {}, mask, 0.5), naive_attention(p, {}, mask, 0.5),
+                 {{0, 1}, {0, 3}, {0, 4}, {1, 0}, {1, 1}, {1, 2}});
+}
+
+TEST_CASE("float oracle: a NaN or +inf bias makes its row NaN, a -inf bias hides its key",
+          "[float][bias][nonfinite]") {
+  Problem p = random_problem(1, 2, 5, 6, 4, 11);
+  std::mt19937 rng(12);
+  std::uniform_real_distribution<float> dist(-3.0f, 3.0f);
+  std::vector<float> values(static_cast<std::size_t>(2 * 5 * 6));
+  for (float& x : values) x = dist(rng);
+  const auto bias_at = [&](std::int64_t h, std::int64_t i, std::int64_t j) -> float& {
+    return values[static_cast<std::size_t>((h * 5 + i) * 6 + j)];
+  };
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  for (std::int64_t j = 0; j < 6; ++j) bias_at(0, 0, j) = std::numeric_limits<float>::quiet_NaN();
+  bias_at(0, 2, 3) = kInf;
+  bias_at(1, 1, 2) = -kInf;  // hides key 2 from row 1 of head 1
+  for (std::int64_t j = 0; j < 6; ++j) bias_at(1, 4, j) = -kInf;  // row 4 of head 1 sees nothing
+  const FloatBias bias{BiasKind::dense, values.data(), 2, 5, 6};
+
+  const auto out = run_oracle(p, bias, {}, 0.7);
+  // The naive loop agrees except on the row without a visible logit (its 0 / 0 is NaN).
+  auto expected = naive_attention(p, bias, {}, 0.7);
+  for (std::int64_t c = 0; c < 4; ++c) {
+    CHECK(output_at(p, out, 0, 1, 4, c) == 0.0);
+    expected[static_cast<std::size_t>(((1 * 5) + 4) * 4 + c)] = 0.0;
+  }
+  check_nan_rows(p, out, expected, {{0, 0}, {0, 2}});
+
+  // A key hidden by a -inf bias is not read: a NaN in its V leaves those rows finite, while the
+  // rows that see the key become NaN.
+  for (std::int64_t c = 0; c < 4; ++c) {
+    element(p.v, p.nkv, p.d, 1, 2, c) = std::numeric_limits<float>::quiet_NaN();
+  }
+  check_nan_rows(p, run_oracle(p, bias, {}, 0.7), expected,
+                 {{0, 0}, {0, 2}, {1, 0}, {1, 2}, {1, 3}});
+}
+
+TEST_CASE("float oracle: a NaN or infinite V reaches the rows that see it, column by column",
+          "[float][mask][nonfinite]") {
+  Problem p = random_problem(1, 1, 5, 5, 4, 13);
+  // Key 4: NaN in column 1, +inf in column 2.
+  element(p.v, p.nkv, p.d, 0, 4, 1) = std::numeric_limits<float>::quiet_NaN();
+  element(p.v, p.nkv, p.d, 0, 4, 2) = std::numeric_limits<float>::infinity();
+  std::vector<std::uint8_t> mask_data(25, 1);
+  mask_data[0 * 5 + 4] = 0;                                      // row 0: keys 0-3
+  for (std::size_t j = 0; j < 5; ++j) mask_data[2 * 5 + j] = 0;  // row 2: no key
+  for (std::size_t j = 0; j < 4; ++j) mask_data[3 * 5 + j] = 0;  // row 3: key 4 only
+  const AttentionMask mask{mask_data.data(), 1, 5, 5};
+  // Row 4 sees key 4 with a weight of exp(-1000): 0 in double, yet the key is visible.
+  std::vector<float> bias_values(25, 0.0f);
+  bias_values[4 * 5 + 4] = -1000.0f;
+  const FloatBias bias{BiasKind::dense, bias_values.data(), 1, 5, 5};
+
+  const auto out = run_oracle(p, bias, mask, 0.5);
+  const auto expected = naive_attention(p, bias, mask, 0.5);
+  const auto at = [&](const std::vector<double>& o, std::int64_t i, std::int64_t c) {
+    return output_at(p, o, 0, 0, i, c);
+  };
+  for (std::int64_t c = 0; c < 4; ++c) {
+    INFO("column " << c);
+    CHECK(at(out, 0, c) == Approx(at(expected, 0, c)).margin(1e-12));  // key 4 hidden
+    CHECK(at(out, 2, c) == 0.0);                                       // no visible key
+  }
+  for (const std::int64_t i : {1, 3, 4}) {
+    INFO("row " << i);
+    CHECK(std::isnan(at(out, i, 1)));
+    CHECK(at(out, i, 0) == Approx(at(expected, i, 0)).margin(1e-12));
+    CHECK(at(out, i, 3) == Approx(at(expected, i, 3)).margin(1e-12));
+  }
+  CHECK(at(out, 1, 2) == std::numeric_limits<double>::infinity());
+  CHECK(at(out, 3, 2) == std::numeric_limits<double>::infinity());
+  CHECK(std::isnan(at(out, 4, 2)));  // 0 * inf
 }

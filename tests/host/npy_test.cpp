@@ -10,8 +10,11 @@
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <optional>
 #include <qflash/reference/npy.hpp>
+#include <streambuf>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "support/catch.hpp"
@@ -69,6 +72,49 @@ std::string float_bytes(const std::vector<float>& values) {
   std::memcpy(out.data(), values.data(), out.size());  // the test host is little-endian (x86)
   return out;
 }
+
+/// An input stream of `prefix` followed by `fill_count` copies of `fill` (endless when
+/// fill_count is npos) that counts the bytes handed out: peeking is not reading.
+class CountingStreamBuf : public std::streambuf {
+ public:
+  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+  CountingStreamBuf(std::string prefix, char fill, std::size_t fill_count)
+      : prefix_(std::move(prefix)), fill_(fill), fill_count_(fill_count) {}
+  /// Bytes read so far.
+  std::size_t consumed() const { return position_; }
+
+ protected:
+  int_type underflow() override {
+    const std::optional<char> c = at(position_);
+    return c ? traits_type::to_int_type(*c) : traits_type::eof();
+  }
+  int_type uflow() override {
+    const int_type c = underflow();
+    if (c != traits_type::eof()) ++position_;
+    return c;
+  }
+  std::streamsize xsgetn(char* out, std::streamsize count) override {
+    std::streamsize n = 0;
+    for (; n < count; ++n) {
+      const std::optional<char> c = at(position_);
+      if (!c) break;
+      out[n] = *c;
+      ++position_;
+    }
+    return n;
+  }
+
+ private:
+  std::optional<char> at(std::size_t i) const {
+    if (i < prefix_.size()) return prefix_[i];
+    if (fill_count_ != npos && i - prefix_.size() >= fill_count_) return std::nullopt;
+    return fill_;
+  }
+  std::string prefix_;
+  char fill_;
+  std::size_t fill_count_;
+  std::size_t position_ = 0;
+};
 
 template <class T>
 NpyArray round_trip(const TempDir& dir, const std::vector<T>& values,
@@ -182,7 +228,7 @@ TEST_CASE("npy: errors name the file and the problem", "[npy][errors]") {
     const fs::path path = dir.file(name);
     write_bytes(path, bytes);
     INFO("file " << name);
-    CHECK_THROWS_WITH(read_npy(path), Catch::Contains(path.string()) && Catch::Contains(problem));
+    QFLASH_CHECK_THROWS_AS_CONTAINING(read_npy(path), NpyError, path.string(), problem);
   };
   const auto header = [](const std::string& descr, const std::string& order,
                          const std::string& shape) {
@@ -216,16 +262,75 @@ TEST_CASE("npy: errors name the file and the problem", "[npy][errors]") {
       "structured.npy",
       npy_bytes(1, "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,), }", good_data),
       "structured dtypes");
-  CHECK_THROWS_WITH(read_npy(dir.file("missing.npy")),
-                    Catch::Contains("missing.npy") && Catch::Contains("cannot open"));
+  QFLASH_CHECK_THROWS_AS_CONTAINING(read_npy(dir.file("missing.npy")), NpyError, "missing.npy",
+                                    "cannot open");
 
   // Converters refuse dtypes they cannot represent.
   const fs::path path = dir.file("floats.npy");
   write_bytes(path, npy_bytes(1, header("<f4", "False", "(2,)"), good_data));
   const NpyArray floats = read_npy(path);
-  CHECK_THROWS_WITH(floats.to_int8(), Catch::Contains("floats.npy") && Catch::Contains("int8"));
+  QFLASH_CHECK_THROWS_AS_CONTAINING(floats.to_int8(), NpyError, "floats.npy", "int8");
   CHECK_THROWS_AS(floats.to_uint8(), NpyError);
   CHECK_THROWS_AS(floats.to_int32(), NpyError);
   const std::int8_t small[] = {1};
   CHECK_THROWS_AS(make_npy(std::span<const std::int8_t>(small), {1}).to_float(), NpyError);
+}
+
+TEST_CASE("npy: a directory, /dev/zero or an oversized header length is an NpyError naming it",
+          "[npy][errors]") {
+  const TempDir dir;
+  const fs::path directory = dir.file("arrays.npy");
+  fs::create_directories(directory);
+  QFLASH_CHECK_THROWS_AS_CONTAINING(read_npy(directory), NpyError, directory.string(),
+                                    "is a directory");
+  // The magic string is checked on the first six bytes: an endless device is no .npy file.
+  QFLASH_CHECK_THROWS_AS_CONTAINING(read_npy("/dev/zero"), NpyError, "/dev/zero", "bad magic");
+  // A 2.0 header claiming 2^31 - 1 bytes is refused before anything is allocated for it.
+  const fs::path path = dir.file("huge_header.npy");
+  write_bytes(path, std::string("\x93NUMPY\x02\x00\xff\xff\xff\x7f{'descr': '<f4'", 27));
+  QFLASH_CHECK_THROWS_AS_CONTAINING(read_npy(path), NpyError, path.string(),
+                                    "header length 2147483647 exceeds the limit");
+}
+
+TEST_CASE("npy: a stream is read no further than its header and shape say", "[npy][errors]") {
+  const std::string header =
+      npy_bytes(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }", "");
+  {
+    INFO("endless zeros: no magic");
+    CountingStreamBuf zeros("", '\0', CountingStreamBuf::npos);
+    std::istream in(&zeros);
+    QFLASH_CHECK_THROWS_AS_CONTAINING(read_npy(in, "zeros"), NpyError, "zeros: bad magic");
+    CHECK(zeros.consumed() == 6);
+  }
+  {
+    INFO("a header, then endless data: the shape's 16 bytes are read, then one is peeked at");
+    CountingStreamBuf endless(header, '\1', CountingStreamBuf::npos);
+    std::istream in(&endless);
+    QFLASH_CHECK_THROWS_AS_CONTAINING(read_npy(in, "endless"), NpyError,
+                                      "endless: unexpected bytes after the data");
+    CHECK(endless.consumed() == header.size() + 16);
+  }
+  {
+    INFO("a header length beyond the limit, then endless spaces");
+    CountingStreamBuf spaces(std::string("\x93NUMPY\x03\x00\xff\xff\xff\xff", 12), ' ',
+                             CountingStreamBuf::npos);
+    std::istream in(&spaces);
+    QFLASH_CHECK_THROWS_AS_CONTAINING(read_npy(in, "spaces"), NpyError, "exceeds the limit");
+    CHECK(spaces.consumed() == 12);
+  }
+  {
+    INFO("a shape of 2^40 bytes over 100 bytes of data: truncated, without a 1 TiB buffer");
+    const std::string big =
+        npy_bytes(1, "{'descr': '|u1', 'fortran_order': False, 'shape': (1099511627776,), }", "");
+    CountingStreamBuf short_data(big, '\2', 100);
+    std::istream in(&short_data);
+    QFLASH_CHECK_THROWS_AS_CONTAINING(read_npy(in, "short"), NpyError, "short: truncated data",
+                                      "needs 1099511627776 bytes, the file has 100");
+  }
+  {
+    INFO("exactly the data: the stream overload reads the array");
+    CountingStreamBuf exact(header + float_bytes({1.0f, 2.0f, 3.0f, 4.0f}), '\0', 0);
+    std::istream in(&exact);
+    CHECK(read_npy(in, "exact").to_float() == std::vector<float>{1.0f, 2.0f, 3.0f, 4.0f});
+  }
 }

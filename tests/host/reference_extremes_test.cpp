@@ -173,22 +173,31 @@ TEST_CASE("extremes: the representable scale range of each preset", "[extremes]"
   INFO("Precise [" << precise.smallest << ", " << precise.largest << "], Paper [" << paper.smallest
                    << ", " << paper.largest << "]");
   if constexpr (kHighMul<presets::Precise>) {
-    CHECK(sm(precise.largest) <= 4096.0);
-    CHECK(sm(precise.largest) > 4096.0 * 0.9999);
+    // No int8 score may saturate: sm_scale <= 1 / (4 D) octaves per unit.
+    CHECK(sm(precise.largest) <= 1.0 / 512.0);
+    CHECK(sm(precise.largest) > 0.9999 / 512.0);
   } else {
     CHECK(sm(precise.largest) < 32768.0);
     CHECK(sm(precise.largest) > 32768.0 * 0.9999);
     CHECK(sm(precise.smallest) >= std::ldexp(1.0, -48) * 0.9999);
     CHECK(sm(precise.smallest) < std::ldexp(1.0, -48) * 1.0001);
   }
+  // Paper: R = round(1 / sm_scale) in [1, 127 * 2^17] and the 16-bit octave estimate within
+  // one octave over the visible range (accepted for every R in [8, 2^14), and beyond only where
+  // round(2^16 / R) happens to be close).
   CHECK(sm(paper.largest) <= 2.0);
-  CHECK(sm(paper.largest) > 2.0 * 0.9999);
+  CHECK(sm(paper.largest) >= 1.0 / 8.0);
   CHECK(1.0 / sm(paper.smallest) <= 16646144.0);
-  CHECK(1.0 / sm(paper.smallest) > 16646144.0 * 0.9999);
+  CHECK(1.0 / sm(paper.smallest) >= 16384.0);
+  for (const float x : {paper.largest, paper.smallest}) {
+    PaperShiftExp2::Params e{};
+    REQUIRE(PaperShiftExp2::calibrate(sm(x), e) == Status::ok);
+    CHECK(PaperShiftExp2::octave_estimate_holds(e.r, e.exp_m));
+  }
 }
 
-// At the smallest scale the Paper preset accepts (1 / sm_scale = 127 * 2^17, req_m = 1),
-// uniform attention over V = 127 still outputs 127 (beyond it req_m would be 0).
+// At the smallest scale the Paper preset accepts, uniform attention over V = 127 still outputs
+// 127.
 TEST_CASE("extremes: Paper at its smallest representable scale still averages V",
           "[extremes][paper]") {
   const Scales s = representable_scales<presets::Paper>(128);
@@ -270,11 +279,11 @@ TEST_CASE("extremes: one dominant logit at the largest scale selects its V row e
   }
 }
 
-TEST_CASE("extremes: saturated scores tie at the largest Precise scale (documented)",
-          "[extremes]") {
-  // Log2Logit saturates scaled scores at 2^28 (4096 octaves): at the largest scale every
-  // positive score maps to the same logit, so two keys with S = 1 and S = 127^2 D share the
-  // attention equally. This pins the documented behaviour.
+TEST_CASE("extremes: no score saturates at the largest Precise scale", "[extremes]") {
+  // An earlier Log2Logit saturated scaled scores at a fixed +-2^28 units: at large scales every
+  // large positive score mapped to the same logit and two keys with S = 127 and S = 127^2 tied
+  // (output 0 here). calibrate now rejects scales that could saturate an int8 score, and at the
+  // largest accepted one the keys are 31 octaves apart: the first key's V comes out exactly.
   constexpr std::int64_t d = 128;
   const Scales precise = representable_scales<presets::Precise>(d);
   std::vector<std::int8_t> q(static_cast<std::size_t>(d), 0), k(static_cast<std::size_t>(2 * d), 0);
@@ -286,7 +295,7 @@ TEST_CASE("extremes: saturated scores tie at the largest Precise scale (document
     v[static_cast<std::size_t>(c)] = 100;
     v[static_cast<std::size_t>(d + c)] = -100;
   }
-  k[static_cast<std::size_t>(d)] = 1;  // S = 127: still saturated at this scale
+  k[static_cast<std::size_t>(d)] = 1;  // S = 127
   const AttentionProblem p{bhnd<const std::int8_t>(q.data(), 1, 1, 1, d),
                            bhnd<const std::int8_t>(k.data(), 1, 1, 2, d),
                            bhnd<const std::int8_t>(v.data(), 1, 1, 2, d)};
@@ -294,7 +303,7 @@ TEST_CASE("extremes: saturated scores tie at the largest Precise scale (document
   REQUIRE(calibrate_one<presets::Precise, std::int8_t>(precise.largest, precise.largest, 0.05f, d,
                                                        prm) == Status::ok);
   const auto o = attend<presets::Precise, std::int8_t>(p, prm);
-  for (const auto x : o) CHECK(x == 0);  // (100 - 100) / 2
+  CHECK(o[0] == 100);
 }
 
 namespace {

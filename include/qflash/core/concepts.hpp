@@ -26,13 +26,16 @@ template <class P>
 concept PolicyParams = std::is_trivially_copyable_v<P> && std::is_default_constructible_v<P>;
 
 /// Scores (exact int32 Q K^T) plus a Q16-octave bias -> integer logits; `calibrate` derives the
-/// Params from sm_scale (octaves per Q K^T unit) and the head dim.
+/// Params from sm_scale (octaves per Q K^T unit) and the head dim; `validate` accepts exactly
+/// the Params for which `apply` is defined and accurate (every policy family has one: entry
+/// points check parameters they did not make).
 template <class L>
 concept LogitPolicy = PolicyParams<typename L::Params> &&
     requires(std::int32_t score, std::int32_t bias, const typename L::Params& prm,
              typename L::Params& out, double sm_scale, int head_dim) {
   { L::apply(score, bias, prm) } -> std::same_as<std::int32_t>;
   { L::calibrate(sm_scale, head_dim, out) } -> std::same_as<Status>;
+  { L::validate(prm, head_dim) } -> std::same_as<Status>;
 };
 
 /// Distance below a maximum -> probability p in [0, pmax] and its row-sum weight; `rescale_q30`
@@ -46,6 +49,7 @@ concept Exp2Policy = PolicyParams<typename E::Params> &&
   { E::apply(u, prm) } -> std::same_as<Exp2Value>;
   { E::rescale_q30(u, prm) } -> std::same_as<std::int32_t>;
   { E::calibrate(x, out) } -> std::same_as<Status>;
+  { E::validate(prm) } -> std::same_as<Status>;
 } &&(E::pmax >= 1 && E::pmax <= 255 && E::sum_bits >= 0 && E::sum_bits <= 8);
 
 /// The online-softmax merge rule (see policy/online_softmax.hpp).
@@ -71,6 +75,7 @@ concept OutputPolicy = PolicyParams<typename O::Params> &&
   { O::apply(acc, row) } -> std::same_as<typename O::value_type>;
   { O::apply(acc, l, prm) } -> std::same_as<typename O::value_type>;
   { O::calibrate(scale, scale, bits, out) } -> std::same_as<Status>;
+  { O::validate(prm, bits) } -> std::same_as<Status>;
   { O::default_scale_divisor() } -> std::convertible_to<double>;
 };
 

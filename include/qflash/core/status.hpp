@@ -14,7 +14,8 @@ enum class Status : std::uint8_t {
   empty_problem,            ///< Z, H, N or D is zero or negative
   unsupported_head_dim,     ///< D is not one of 32, 64, 80, 96, 128
   shape_mismatch,           ///< Q, K, V and O disagree on Z, H, D, or K and V on N
-  invalid_stride,           ///< a negative stride, or an output whose elements overlap
+  invalid_stride,           ///< a negative stride, a view past the address space, an output
+                            ///< whose elements overlap
   bias_shape_mismatch,      ///< bias extents do not fit [H, Nq, Nkv] (or table/index shapes)
   bias_index_out_of_range,  ///< a relative-position index points outside the bias table
   mask_shape_mismatch,      ///< mask extents do not fit [windows, Nq, Nkv], or Z % windows != 0
@@ -28,6 +29,9 @@ enum class Status : std::uint8_t {
   cuda_error,               ///< a CUDA runtime call failed (query cudaGetLastError for details)
   no_cuda_device,           ///< no CUDA device is visible
   unsupported_device,       ///< the device is older than sm_80 (integer mma.sync m16n8k32)
+  logit_range_exceeded,     ///< the scales let Q K^T logits span more than the logit domain
+  output_overlaps_input,    ///< the output's memory overlaps Q, K, V, the bias or the mask
+  invalid_params,           ///< head parameters outside the ranges calibrate produces
 };
 
 /// A short, stable, human-readable name for a status.
@@ -44,7 +48,7 @@ constexpr const char* to_string(Status s) noexcept {
     case Status::shape_mismatch:
       return "shape mismatch between Q, K, V and O";
     case Status::invalid_stride:
-      return "invalid stride (negative, or overlapping output)";
+      return "invalid stride (negative, overflowing, or overlapping output)";
     case Status::bias_shape_mismatch:
       return "bias shape does not fit [H, Nq, Nkv]";
     case Status::bias_index_out_of_range:
@@ -71,6 +75,12 @@ constexpr const char* to_string(Status s) noexcept {
       return "no CUDA device";
     case Status::unsupported_device:
       return "CUDA device older than sm_80";
+    case Status::logit_range_exceeded:
+      return "scales let logits exceed the configuration's logit range";
+    case Status::output_overlaps_input:
+      return "output memory overlaps an input";
+    case Status::invalid_params:
+      return "head parameters outside the ranges calibrate produces";
   }
   return "unknown status";
 }

@@ -10,6 +10,9 @@
 ///    cudaMalloc with D in {32, 64, 80, 96, 128} satisfy this. (unsupported_stride /
 ///    misaligned_pointer otherwise.)
 ///  - Host-side parameters: at most kMaxInlineHeads (64) entries, or pass a device pointer.
+///    Host-side parameters are checked with `validate_heads` (invalid_params); device-resident
+///    ones cannot be read without a sync and are trusted: write them with `calibrate_on_device`
+///    and check that every status it wrote is ok (a failed head keeps its old bytes).
 ///  - A device of compute capability 8.0 or newer (unsupported_device).
 ///  - Relative-position indices are clamped into the table on the device; validate the index
 ///    map once on the host with `qflash::validate_bias_indices`.
@@ -96,6 +99,10 @@ Status launch(const AttentionProblem& problem, const Tensor4<typename Output::va
     if (!is_aligned16(t->data)) return Status::misaligned_pointer;
   }
   if (device_params == nullptr && count > kMaxInlineHeads) return Status::too_many_heads;
+  if (device_params == nullptr) {  // device-resident parameters cannot be read without a sync
+    s = validate_heads<Cfg, Output>(host_params, problem.q.dim);
+    if (s != Status::ok) return s;
+  }
   s = check_device();
   if (s != Status::ok) return s;
 

@@ -34,6 +34,29 @@ struct HeadParams {
   friend constexpr bool operator==(const HeadParams&, const HeadParams&) = default;
 };
 
+/// Status::ok when every policy accepts its part of `prm` for head dim D (`validate` of the
+/// logit, exp and output policies), else the first failure (invalid_params for the presets'
+/// policies). Entry points that take HeadParams they did not make call this first.
+template <KernelConfig Cfg, OutputPolicy Output>
+QFLASH_HOST_DEVICE constexpr Status validate_head(const HeadParams<Cfg, Output>& prm,
+                                                  int head_dim) noexcept {
+  Status s = Cfg::Logit::validate(prm.logit, head_dim);
+  if (s == Status::ok) s = Cfg::Exp::validate(prm.exp);
+  if (s == Status::ok) s = Output::validate(prm.output, Cfg::Exp::sum_bits);
+  return s;
+}
+
+/// validate_head over 1 or H parameter sets (the count itself is checked by `validate`).
+template <KernelConfig Cfg, OutputPolicy Output>
+Status validate_heads(std::span<const HeadParams<Cfg, Output>> params, std::int64_t head_dim) {
+  if (!is_supported_head_dim(head_dim)) return Status::unsupported_head_dim;
+  for (const HeadParams<Cfg, Output>& prm : params) {
+    const Status s = validate_head<Cfg, Output>(prm, static_cast<int>(head_dim));
+    if (s != Status::ok) return s;
+  }
+  return Status::ok;
+}
+
 /// Calibrates one head from its scales (real value = scale * integer value).
 /// `out_scale` <= 0 selects the output type's default (s_v / Output::default_scale_divisor()).
 template <KernelConfig Cfg, OutputPolicy Output>

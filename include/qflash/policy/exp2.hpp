@@ -206,6 +206,11 @@ struct PolyExp2 {
         round_shift_nonneg(static_cast<std::uint32_t>(mantissa_q30(fraction)), octaves));
   }
 
+  /// No runtime constants: every Params value is valid.
+  QFLASH_HOST_DEVICE static constexpr Status validate(const Params& /*prm*/) noexcept {
+    return Status::ok;
+  }
+
   /// No runtime constants to derive; present for the calibration interface.
   QFLASH_HOST_DEVICE static constexpr Status calibrate(double /*octaves_per_unit*/,
                                                        Params& /*out*/) noexcept {
@@ -269,8 +274,44 @@ struct PaperShiftExp2 {
     return static_cast<std::int32_t>(factor > kOneQ30 ? kOneQ30 : factor);
   }
 
+  /// Octaves over which P can be non-zero: 127 * 2^-8 rounds to 0 (P <= round(127 * 2^-u)
+  /// up to the linear fraction's 6.15 %).
+  static constexpr int kVisibleOctaves = 8;
+
+  /// True when the 16-bit estimate q = floor(u * |exp_m| / 2^16) of floor(u / R) is off by at
+  /// most one octave for every visible u (u < 8 R): |u |exp_m| / 2^16 - u / R| < 1 there, i.e.
+  /// 8 * | |exp_m| * R - 2^16 | < 2^16. Always true for R < 2^14 (|exp_m| R is within R / 2 of
+  /// 2^16); above, only where round(2^16 / R) happens to be close (R near a power of two). Past
+  /// that, q can be wrong by several octaves and P by any amount (R = 2^17: exp_m = 0, every
+  /// key gets the maximum's octave).
+  QFLASH_HOST_DEVICE static constexpr bool octave_estimate_holds(std::int64_t r,
+                                                                 std::int64_t exp_m) noexcept {
+    const std::int64_t miss = -exp_m * r - (std::int64_t{1} << 16);
+    return kVisibleOctaves * (miss < 0 ? -miss : miss) < (std::int64_t{1} << 16);
+  }
+
+  /// invalid_params unless `prm` satisfies what `calibrate` guarantees: R in [1, max_r], exp_m in
+  /// [-2^17, 0] with `octave_estimate_holds`, req_m >= 1 with |req_m R - 127 * 2^16| <=
+  /// (req_m + R) / 2 + 1 (both rounded from one sm_scale: the row maximum gets P of about 127)
+  /// and |l_m R - 2^30| <= R / 2. These bounds keep every int64 product of `shift_exp` and
+  /// `apply` below 2^57.
+  QFLASH_HOST_DEVICE static constexpr Status validate(const Params& prm) noexcept {
+    const std::int64_t r = prm.r, req = prm.req_m, l = prm.l_m;
+    if (r < 1 || r > max_r || prm.exp_m < -(std::int32_t{1} << 17) || prm.exp_m > 0 ||
+        !octave_estimate_holds(r, prm.exp_m) || req < 1) {
+      return Status::invalid_params;
+    }
+    const std::int64_t req_miss = req * r - std::int64_t{127} * 65536;
+    const std::int64_t l_miss = l * r - (std::int64_t{1} << 30);
+    const bool consistent = 2 * (req_miss < 0 ? -req_miss : req_miss) <= req + r + 2 &&
+                            2 * (l_miss < 0 ? -l_miss : l_miss) <= r;
+    return consistent ? Status::ok : Status::invalid_params;
+  }
+
   /// The released code's host constants from sm_scale (octaves per Q K^T unit). R must land in
-  /// [1, 127 * 2^17]: below, one unit spans more than an octave; above, req_m is 0.
+  /// [1, 127 * 2^17] (below, one unit spans more than an octave; above, req_m is 0) and the
+  /// 16-bit exp_m must estimate octaves to within one (`octave_estimate_holds`): otherwise
+  /// scale_out_of_range.
   QFLASH_HOST_DEVICE static constexpr Status calibrate(double sm_scale, Params& out) noexcept {
     if (!is_positive_finite(sm_scale)) return Status::invalid_scale;
     const double inverse = 1.0 / sm_scale;
@@ -280,8 +321,10 @@ struct PaperShiftExp2 {
     const auto r = static_cast<std::int32_t>(round_to_int64(inverse));
     const auto req_m = static_cast<std::int32_t>(round_to_int64(sm_scale * 127.0 * 65536.0));
     if (req_m < 1) return Status::scale_out_of_range;  // 1 / sm_scale just above 127 * 2^17
+    const auto exp_m = static_cast<std::int32_t>(round_to_int64(-sm_scale * 65536.0));
+    if (!octave_estimate_holds(r, exp_m)) return Status::scale_out_of_range;
     out.r = r;
-    out.exp_m = static_cast<std::int32_t>(round_to_int64(-sm_scale * 65536.0));
+    out.exp_m = exp_m;
     out.req_m = req_m;
     out.l_m = static_cast<std::int32_t>(round_to_int64(1073741824.0 / static_cast<double>(r)));
     return Status::ok;

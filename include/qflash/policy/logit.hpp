@@ -37,10 +37,12 @@ QFLASH_HOST_DEVICE constexpr std::int64_t max_abs_score(int head_dim) noexcept {
 ///   per Q K^T unit): the score limit L in [0, 2^22], a pre-shift a that makes (2L << a) < 2^32,
 ///   the 32-bit multiplier M (full precision: in [2^31, 2^32) unless the scale is tiny) and a
 ///   post-shift c in [0, 31].
-/// - Saturation: S is clamped to +-L, with L = 2^22 (beyond every int8 score) unless
-///   2L * sm_scale * 2^F would exceed 2^29; then L = floor(2^28 / (sm_scale * 2^F)). Scores
-///   further than 2^28 units (4096 octaves at F = 16: a probability ratio of 2^-4096) from each
-///   other saturate, which no representable probability can tell apart.
+/// - Range: S is clamped to +-L, L = min(2^22, floor(2^28 / (sm_scale * 2^F))), so that the
+///   logit domain [0, 2^29] holds 2L units. The clamp is fixed, not relative to the row maximum,
+///   so a saturated score would be wrong near the maximum too; `calibrate` therefore requires
+///   L >= max_abs_score(D) (no int8 score can saturate) and returns logit_range_exceeded
+///   otherwise: sm_scale * 2^F * 2^15 * D <= 2^29, i.e. sm_scale <= 1 / (4 D) octaves per unit
+///   at F = 16, a largest possible |logit| of 2^12 octaves (2,839 nats).
 /// - Out: t in [0, 2^29] (+ the bias), in Q(F) octaves up to the constant L * sm_scale * 2^F,
 ///   which every softmax ratio cancels. Rounding: floor (the multiply's discarded low word).
 /// - Cost: a clamp, a shift, IMAD.HI and a shift per score -- the paper spends a multiply too.
@@ -78,10 +80,26 @@ struct Log2Logit {
     return static_cast<std::int32_t>(scaled) + convert_bias(bias);
   }
 
-  /// The parameters for sm_scale: every positive finite sm_scale whose sm_scale * 2^F is finite
-  /// is representable (Status::scale_out_of_range otherwise; invalid_scale for zero, negative,
-  /// NaN or infinite input).
-  QFLASH_HOST_DEVICE static constexpr Status calibrate(double sm_scale, int /*head_dim*/,
+  /// invalid_params unless `prm` lies in the ranges `calibrate` produces for head dim D: shifts
+  /// in [0, 31], L in [max_abs_score(D), 2^22] (no score saturates), (2L << a) < 2^32 and a
+  /// scaled range floor((2L << a) * M / 2^(32 + c)) <= 2^29 (distances fit int32).
+  QFLASH_HOST_DEVICE static constexpr Status validate(const Params& prm, int head_dim) noexcept {
+    if (prm.pre_shift < 0 || prm.pre_shift > 31 || prm.post_shift < 0 || prm.post_shift > 31 ||
+        head_dim <= 0 || prm.score_limit < max_abs_score(head_dim) ||
+        prm.score_limit > max_score_limit) {
+      return Status::invalid_params;
+    }
+    const std::uint64_t span = std::uint64_t{2} * static_cast<std::uint32_t>(prm.score_limit)
+                               << prm.pre_shift;
+    if (span >> 32 != 0) return Status::invalid_params;
+    const std::uint64_t top = (span * prm.multiplier) >> (32 + prm.post_shift);
+    return top <= (std::uint64_t{1} << 29) ? Status::ok : Status::invalid_params;
+  }
+
+  /// The parameters for sm_scale and head dim D: invalid_scale for zero, negative, NaN or
+  /// infinite sm_scale; scale_out_of_range when sm_scale * 2^F is not finite;
+  /// logit_range_exceeded when some int8 score (|S| <= 2^14 D) would saturate (see Range).
+  QFLASH_HOST_DEVICE static constexpr Status calibrate(double sm_scale, int head_dim,
                                                        Params& out) noexcept {
     if (!is_positive_finite(sm_scale)) return Status::invalid_scale;
     const double per_unit = sm_scale * static_cast<double>(std::int32_t{1} << F);
@@ -96,9 +114,8 @@ struct Log2Logit {
                             : static_cast<std::int32_t>(round_to_int64(
                                   static_cast<double>(kLogitHalfRange) / per_unit - 0.5));
     }
-    if (prm.score_limit == 0) {  // every score saturates to one value: t = 0
-      out = prm;
-      return Status::ok;
+    if (head_dim <= 0 || prm.score_limit < max_abs_score(head_dim)) {
+      return Status::logit_range_exceeded;
     }
     int bits = 0;  // bit width of 2L
     while ((std::int64_t{2} * prm.score_limit) >> bits) ++bits;
@@ -135,6 +152,12 @@ struct PaperLogit {
     const std::int64_t converted = mul_round_shift_bounded(bias, prm.r, kBiasFractionBits);
     return score + static_cast<std::int32_t>(
                        clamp<std::int64_t>(converted, -kLogitHalfRange, kLogitHalfRange));
+  }
+
+  /// invalid_params unless r lies in [1, 2^24], the range `calibrate` produces.
+  QFLASH_HOST_DEVICE static constexpr Status validate(const Params& prm,
+                                                      int /*head_dim*/) noexcept {
+    return prm.r >= 1 && prm.r <= (std::int32_t{1} << 24) ? Status::ok : Status::invalid_params;
   }
 
   QFLASH_HOST_DEVICE static constexpr Status calibrate(double sm_scale, int /*head_dim*/,

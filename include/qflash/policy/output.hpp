@@ -107,6 +107,15 @@ struct Requantize {
     return sizeof(OutT) == 1 ? 1.0 : (sizeof(OutT) == 2 ? 256.0 : 65536.0);
   }
 
+  /// invalid_params unless multiplier in [2^30, 2^31) and shift in [0, 31] (what `calibrate`
+  /// produces; every such pair is a valid output scale).
+  QFLASH_HOST_DEVICE static constexpr Status validate(const Params& prm,
+                                                      int /*sum_bits*/) noexcept {
+    return prm.multiplier >= (std::int32_t{1} << 30) && prm.shift >= 0 && prm.shift <= 31
+               ? Status::ok
+               : Status::invalid_params;
+  }
+
   /// Params for ratio = v_scale / out_scale with `sum_bits` extra fraction bits in l.
   QFLASH_HOST_DEVICE static constexpr Status calibrate(double v_scale, double out_scale,
                                                        int sum_bits, Params& out) noexcept {
@@ -167,15 +176,41 @@ struct DequantizeFloat16 {
     return integer_scale_divisor;
   }
 
-  /// `out_scale` is unused: the float output carries its own scale.
+  /// Smallest V scale: one unit of V (and every output of at least one unit) is a normal
+  /// binary16 number, so the conversion's error is at most 2^-11 * max(|O|, s_v) (subnormals
+  /// are spaced 2^-24 = 2^-10 * 2^-14 apart).
+  static constexpr double min_v_scale = 1.0 / 16384.0;
+  /// Largest V scale: |O| <= 128 units of V (2^23 at the integer scale) must convert to a finite
+  /// binary16 (below 65520, where rounding reaches infinity): s_v < 65520 / 128 = 511.875.
+  static constexpr double max_v_scale_exclusive = 65520.0 / 128.0;
+
+  /// invalid_params unless the integer part is exactly calibrate's (ratio 2^(16 + sum_bits):
+  /// multiplier 2^30, shift 14 - sum_bits) and the float scale is s_v / 2^16 for an s_v in
+  /// [min_v_scale, max_v_scale_exclusive).
+  QFLASH_HOST_DEVICE static constexpr Status validate(const Params& prm, int sum_bits) noexcept {
+    const double v_scale = static_cast<double>(prm.scale) * integer_scale_divisor;
+    const bool scale_ok = v_scale >= min_v_scale && v_scale < max_v_scale_exclusive;
+    return prm.integer.multiplier == (std::int32_t{1} << 30) &&
+                   prm.integer.shift == 14 - sum_bits && scale_ok
+               ? Status::ok
+               : Status::invalid_params;
+  }
+
+  /// `out_scale` is unused: the float output carries its own scale. scale_out_of_range when
+  /// s_v lies outside [min_v_scale, max_v_scale_exclusive): outputs would overflow to infinity
+  /// or lose their precision in subnormals.
   QFLASH_HOST_DEVICE static constexpr Status calibrate(double v_scale, double /*out_scale*/,
                                                        int sum_bits, Params& out) noexcept {
+    if (is_positive_finite(v_scale) &&
+        !(v_scale >= min_v_scale && v_scale < max_v_scale_exclusive)) {
+      return Status::scale_out_of_range;
+    }
     const double integer_scale = v_scale / integer_scale_divisor;
     Params result{};
     const Status s = Integer::calibrate(v_scale, integer_scale, sum_bits, result.integer);
     if (s != Status::ok) return s;
     result.scale = static_cast<float>(integer_scale);
-    if (!is_positive_finite(static_cast<double>(result.scale))) return Status::scale_out_of_range;
+    if (validate(result, sum_bits) != Status::ok) return Status::scale_out_of_range;
     out = result;  // written only on success
     return Status::ok;
   }

@@ -21,10 +21,13 @@
 namespace qflash::reference {
 
 /// Checks the arguments of `attention_float` in the order `qflash::validate` uses, with the same
-/// Status codes: null_pointer, empty_problem, shape_mismatch, invalid_stride, bias_shape_mismatch,
-/// mask_shape_mismatch, invalid_scale (softmax_scale not finite and positive),
-/// bias_index_out_of_range. Unlike the integer entry points, any head dim D >= 1 is accepted and
-/// there is no bound on the number of keys.
+/// Status codes and the same layout checks: null_pointer, empty_problem, shape_mismatch,
+/// invalid_stride (negative strides, an output whose elements overlap, a view spanning more than
+/// qflash::detail::kMaxViewBytes), bias_shape_mismatch, mask_shape_mismatch (also for layouts
+/// above that bound), invalid_scale (softmax_scale not finite and positive),
+/// output_overlaps_input (the output's byte range meets that of Q, K, V, the bias values or index
+/// map, or the mask: conservative, as in `validate`), bias_index_out_of_range. Unlike the integer
+/// entry points, any head dim D >= 1 is accepted and there is no bound on the number of keys.
 inline Status validate_float_attention(const Tensor4<const float>& q, const Tensor4<const float>& k,
                                        const Tensor4<const float>& v, const FloatBias& bias,
                                        const AttentionMask& mask, double softmax_scale,
@@ -50,20 +53,21 @@ inline Status validate_float_attention(const Tensor4<const float>& q, const Tens
       !qflash::detail::is_non_overlapping(out)) {
     return Status::invalid_stride;
   }
-  if (bias.kind != BiasKind::none) {
-    if ((bias.heads != 1 && bias.heads != h) || bias.rows != nq || bias.cols != nkv) {
-      return Status::bias_shape_mismatch;
-    }
-    if (bias.kind == BiasKind::relative_table &&
-        (bias.table_size <= 0 || bias.stride_head < 0 || bias.stride_entry < 0)) {
-      return Status::bias_shape_mismatch;
-    }
-  }
-  if (mask.windows != 0 &&
-      (mask.windows < 0 || mask.rows != nq || mask.cols != nkv || z % mask.windows != 0)) {
-    return Status::mask_shape_mismatch;
-  }
+  const auto q_bytes = qflash::detail::tensor_range(q), k_bytes = qflash::detail::tensor_range(k),
+             v_bytes = qflash::detail::tensor_range(v),
+             out_bytes = qflash::detail::tensor_range(out);
+  if (!q_bytes || !k_bytes || !v_bytes || !out_bytes) return Status::invalid_stride;
+
+  qflash::detail::ByteRange bias_bytes, index_bytes, mask_bytes;
+  Status s = qflash::detail::check_bias_layout(bias, h, nq, nkv, &bias_bytes, &index_bytes);
+  if (s != Status::ok) return s;
+  s = qflash::detail::check_mask_layout(mask, z, nq, nkv, &mask_bytes);
+  if (s != Status::ok) return s;
   if (!is_positive_finite(softmax_scale)) return Status::invalid_scale;
+  if (qflash::detail::overlaps_any(
+          *out_bytes, {*q_bytes, *k_bytes, *v_bytes, bias_bytes, index_bytes, mask_bytes})) {
+    return Status::output_overlaps_input;
+  }
   return validate_bias_indices(bias.layout());
 }
 
@@ -73,9 +77,13 @@ inline Status validate_float_attention(const Tensor4<const float>& q, const Tens
 /// window z % mask.windows; no mask when windows == 0). Units: the bias is in nats, added to the
 /// scaled logits. Every product, sum and exp is in double; the softmax subtracts the row maximum.
 /// A row with no visible key (or whose visible logits are all -inf) outputs 0, the integer
-/// kernels' convention. NaN inputs propagate. Q, K, V and O may have any strides (O must not
-/// overlap itself); Nq may differ from Nkv. Returns the Status of `validate_float_attention` and
-/// writes nothing unless it is Status::ok.
+/// kernels' convention. Non-finite inputs propagate; hidden keys are never read:
+///  - a NaN or infinity in q_i, or in k_j of a visible key j, makes the logit undefined (NaN), and
+///    so does a NaN bias; an undefined or +inf logit makes the whole output row i NaN;
+///  - a -inf bias hides the key, as the mask does;
+///  - a NaN or infinity in v_j[c] of a visible key j makes out_i[c] NaN or infinite.
+/// Q, K, V and O may have any strides (O must not overlap itself); Nq may differ from Nkv.
+/// Returns the Status of `validate_float_attention` and writes nothing unless it is Status::ok.
 inline Status attention_float(const Tensor4<const float>& q, const Tensor4<const float>& k,
                               const Tensor4<const float>& v, const FloatBias& bias,
                               const AttentionMask& mask, double softmax_scale,
@@ -87,7 +95,9 @@ inline Status attention_float(const Tensor4<const float>& q, const Tensor4<const
   const std::int64_t nq = q.seq, nkv = k.seq, dim = q.dim;
   // Query rows are processed in blocks so that the score matrix stays small for long sequences.
   constexpr std::int64_t kRowBlock = 256;
-  constexpr double kMinusInfinity = -std::numeric_limits<double>::infinity();
+  constexpr double kInfinity = std::numeric_limits<double>::infinity();
+  constexpr double kMinusInfinity = -kInfinity;
+  constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
   Matrix keys(nkv, dim), values(nkv, dim), queries, scores, weights, result;
 
   for (std::int64_t z = 0; z < q.batch; ++z) {
@@ -98,6 +108,7 @@ inline Status attention_float(const Tensor4<const float>& q, const Tensor4<const
           values(j, c) = static_cast<double>(v(z, h, j, c));
         }
       }
+      const bool values_finite = values.allFinite();
       for (std::int64_t row0 = 0; row0 < nq; row0 += kRowBlock) {
         const std::int64_t rows = nq - row0 < kRowBlock ? nq - row0 : kRowBlock;
         queries.resize(rows, dim);
@@ -111,13 +122,25 @@ inline Status attention_float(const Tensor4<const float>& q, const Tensor4<const
         for (std::int64_t i = 0; i < rows; ++i) {
           const std::int64_t row = row0 + i;
           double row_max = kMinusInfinity;
+          bool undefined = false;  // a NaN or +inf logit: no softmax exists
           for (std::int64_t j = 0; j < nkv; ++j) {
-            const double logit =
-                mask.visible(z, row, j)
-                    ? softmax_scale * scores(i, j) + static_cast<double>(bias.at(h, row, j))
-                    : kMinusInfinity;
+            double logit = kMinusInfinity;  // a hidden key
+            if (mask.visible(z, row, j)) {
+              // In double, products and sums of finite floats cannot overflow, so a non-finite
+              // q_i . k_j means that q_i or k_j holds a NaN or an infinity.
+              const double dot = scores(i, j);
+              logit = std::isfinite(dot)
+                          ? softmax_scale * dot + static_cast<double>(bias.at(h, row, j))
+                          : kNaN;
+            }
             scores(i, j) = logit;
+            // Comparisons with NaN are false: test for it, or max() would skip it.
+            if (std::isnan(logit) || logit == kInfinity) undefined = true;
             if (logit > row_max) row_max = logit;
+          }
+          if (undefined) {
+            weights.row(i).setConstant(kNaN);
+            continue;
           }
           double row_sum = 0.0;
           for (std::int64_t j = 0; j < nkv; ++j) {
@@ -128,7 +151,18 @@ inline Status attention_float(const Tensor4<const float>& q, const Tensor4<const
           }
           if (row_sum > 0.0) weights.row(i) /= row_sum;
         }
-        result.noalias() = weights * values;
+        if (values_finite) {
+          result.noalias() = weights * values;
+        } else {
+          // The product would multiply hidden keys' zero weights by their values (0 * inf and
+          // 0 * NaN are NaN): sum over the keys that are not hidden (logit above -inf) only.
+          result.setZero(rows, dim);
+          for (std::int64_t i = 0; i < rows; ++i) {
+            for (std::int64_t j = 0; j < nkv; ++j) {
+              if (scores(i, j) != kMinusInfinity) result.row(i) += weights(i, j) * values.row(j);
+            }
+          }
+        }
         for (std::int64_t i = 0; i < rows; ++i) {
           for (std::int64_t c = 0; c < dim; ++c) out(z, h, row0 + i, c) = result(i, c);
         }

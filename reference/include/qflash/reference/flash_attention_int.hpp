@@ -81,12 +81,15 @@ void run_heads(const AttentionProblem& p, std::span<const HeadParams<Cfg, Output
 
 /// Integer attention O = softmax(Q K^T * scale + bias, mask) V, computed exactly as the CUDA
 /// kernel of configuration Cfg computes it. `params` holds 1 (shared) or H (per-head) entries
-/// from `qflash::calibrate`. Returns a named Status and writes nothing on invalid input.
+/// from `qflash::calibrate` (others are checked with `validate_heads`: invalid_params). Returns a
+/// named Status and writes nothing on invalid input.
 template <KernelConfig Cfg, OutputPolicy Output>
 Status flash_attention(const AttentionProblem& problem,
                        std::span<const HeadParams<Cfg, Output>> params,
                        const Tensor4<typename Output::value_type>& out) {
   Status s = validate<Cfg>(problem, out, params.data(), static_cast<std::int64_t>(params.size()));
+  if (s != Status::ok) return s;
+  s = validate_heads<Cfg, Output>(params, problem.q.dim);
   if (s != Status::ok) return s;
   s = validate_bias_indices(problem.bias);
   if (s != Status::ok) return s;

@@ -9,14 +9,17 @@
 /// decoded byte by byte, so the host's own byte order does not matter.
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
+#include <ios>
+#include <istream>
 #include <limits>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -345,38 +348,124 @@ struct NpyArray {
   }
 };
 
-/// Parses the bytes of a .npy file; `source` names it in error messages. Throws NpyError for a
-/// bad magic string, an unsupported format version, a malformed header, an unsupported dtype,
-/// Fortran order, and data that is shorter ("truncated data") or longer than the shape says.
-inline NpyArray parse_npy(std::span<const std::byte> bytes, const std::string& source) {
-  if (bytes.size() < 10 || std::memcmp(bytes.data(), kNpyMagic, sizeof kNpyMagic) != 0) {
+/// The longest header the readers accept, in bytes. Headers of the arrays this reader supports
+/// are far shorter (NumPy itself refuses more than 10000 bytes by default): the bound keeps a
+/// corrupt length field from being trusted.
+inline constexpr std::size_t kNpyMaxHeaderLength = std::size_t{1} << 20;
+
+namespace detail {
+
+/// The data is read in pieces of at least this many bytes (the buffer then doubles), so that a
+/// shape that claims more bytes than the file holds costs no more memory than the file has.
+inline constexpr std::size_t kNpyReadChunk = std::size_t{1} << 20;
+
+/// The bytes of a .npy file in memory, taken in order.
+class NpySpanReader {
+ public:
+  explicit NpySpanReader(std::span<const std::byte> bytes) : bytes_(bytes) {}
+
+  /// Copies up to `count` bytes to `out` and returns how many (fewer only at the end).
+  std::size_t read(std::byte* out, std::size_t count) {
+    const std::size_t n = std::min(count, bytes_.size() - position_);
+    if (n > 0) std::memcpy(out, bytes_.data() + position_, n);
+    position_ += n;
+    return n;
+  }
+  bool at_end() const { return position_ == bytes_.size(); }
+  /// The number of bytes left.
+  std::optional<std::uint64_t> remaining() const { return bytes_.size() - position_; }
+
+ private:
+  std::span<const std::byte> bytes_;
+  std::size_t position_ = 0;
+};
+
+/// The bytes of a .npy stream, taken in order; a failing stream is an NpyError naming `source`.
+/// `size`: the stream's length in bytes, when known (a regular file).
+class NpyStreamReader {
+ public:
+  NpyStreamReader(std::istream& in, const std::string& source, std::optional<std::uint64_t> size)
+      : in_(in), source_(source), size_(size) {}
+
+  /// Copies up to `count` bytes to `out` and returns how many (fewer only at the end).
+  std::size_t read(std::byte* out, std::size_t count) {
+    std::size_t n = 0;
+    try {
+      in_.read(reinterpret_cast<char*>(out), static_cast<std::streamsize>(count));
+      n = static_cast<std::size_t>(in_.gcount());
+    } catch (const std::ios_base::failure& e) {
+      throw NpyError(source_, std::string("read error (") + e.what() + ")");
+    }
+    if (in_.bad()) throw NpyError(source_, "read error");
+    consumed_ += n;
+    return n;
+  }
+  bool at_end() {
+    bool end = false;
+    try {
+      end = in_.peek() == std::istream::traits_type::eof();
+    } catch (const std::ios_base::failure& e) {
+      throw NpyError(source_, std::string("read error (") + e.what() + ")");
+    }
+    if (in_.bad()) throw NpyError(source_, "read error");
+    return end;
+  }
+  /// The number of bytes left, when the stream's length is known.
+  std::optional<std::uint64_t> remaining() const {
+    if (!size_ || *size_ < consumed_) return std::nullopt;
+    return *size_ - consumed_;
+  }
+
+ private:
+  std::istream& in_;
+  const std::string& source_;
+  std::optional<std::uint64_t> size_;
+  std::uint64_t consumed_ = 0;
+};
+
+/// Reads one array from `reader` (an NpySpanReader or NpyStreamReader) in the order of the
+/// format, checking each part before reading the next: the magic string, the version, the header
+/// length (at most kNpyMaxHeaderLength), the header, then exactly the data bytes that the shape
+/// and dtype need, and finally that nothing follows.
+template <class Reader>
+NpyArray read_npy_from(Reader& reader, const std::string& source) {
+  std::byte prefix[12];
+  if (reader.read(prefix, sizeof kNpyMagic) != sizeof kNpyMagic ||
+      std::memcmp(prefix, kNpyMagic, sizeof kNpyMagic) != 0) {
     throw NpyError(source, "bad magic (not a .npy file)");
   }
-  const auto major = std::to_integer<unsigned>(bytes[6]);
-  const auto minor = std::to_integer<unsigned>(bytes[7]);
+  if (reader.read(prefix + 6, 2) != 2) throw NpyError(source, "truncated header");
+  const auto major = std::to_integer<unsigned>(prefix[6]);
+  const auto minor = std::to_integer<unsigned>(prefix[7]);
   if ((major != 1 && major != 2 && major != 3) || minor != 0) {
     throw NpyError(source, "unsupported format version " + std::to_string(major) + "." +
                                std::to_string(minor));
   }
   const std::size_t length_bytes = major == 1 ? 2 : 4;
-  if (bytes.size() < 8 + length_bytes) throw NpyError(source, "truncated header");
-  const std::size_t header_length =
-      major == 1 ? detail::load_little_endian<std::uint16_t>(bytes.data() + 8)
-                 : detail::load_little_endian<std::uint32_t>(bytes.data() + 8);
-  const std::size_t header_start = 8 + length_bytes;
-  if (bytes.size() - header_start < header_length) throw NpyError(source, "truncated header");
-  const std::string_view header_text(reinterpret_cast<const char*>(bytes.data() + header_start),
-                                     header_length);
+  if (reader.read(prefix + 8, length_bytes) != length_bytes) {
+    throw NpyError(source, "truncated header");
+  }
+  const std::size_t header_length = major == 1 ? load_little_endian<std::uint16_t>(prefix + 8)
+                                               : load_little_endian<std::uint32_t>(prefix + 8);
+  if (header_length > kNpyMaxHeaderLength) {
+    throw NpyError(source, "header length " + std::to_string(header_length) +
+                               " exceeds the limit of " + std::to_string(kNpyMaxHeaderLength) +
+                               " bytes");
+  }
+  std::string header_text(header_length, '\0');
+  if (reader.read(reinterpret_cast<std::byte*>(header_text.data()), header_length) !=
+      header_length) {
+    throw NpyError(source, "truncated header");
+  }
 
-  const auto header = detail::NpyHeaderParser(header_text, source).parse();
+  const auto header = NpyHeaderParser(header_text, source).parse();
   NpyArray array;
   array.source = source;
-  array.dtype = detail::parse_descr(header.descr, source);
+  array.dtype = parse_descr(header.descr, source);
   if (header.fortran_order) throw NpyError(source, "fortran_order True is not supported");
   array.shape = header.shape;
 
-  const std::size_t item = npy_item_size(array.dtype);
-  std::size_t expected = item;
+  std::size_t expected = npy_item_size(array.dtype);
   for (const std::int64_t extent : array.shape) {
     const auto e = static_cast<std::size_t>(extent);
     if (e != 0 && expected > std::numeric_limits<std::size_t>::max() / 2 / e) {
@@ -384,29 +473,66 @@ inline NpyArray parse_npy(std::span<const std::byte> bytes, const std::string& s
     }
     expected *= e;
   }
-  const std::size_t available = bytes.size() - header_start - header_length;
-  if (available < expected) {
-    throw NpyError(source, "truncated data: the shape needs " + std::to_string(expected) +
-                               " bytes, the file has " + std::to_string(available));
+  if (const auto left = reader.remaining()) {
+    array.data.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(expected, *left)));
   }
-  if (available > expected) {
-    throw NpyError(source, std::to_string(available - expected) +
-                               " unexpected bytes after the data (wrong shape?)");
+  std::size_t got = 0;
+  while (got < expected) {
+    const std::size_t chunk = std::min(expected - got, std::max(got, kNpyReadChunk));
+    array.data.resize(got + chunk);
+    const std::size_t n = reader.read(array.data.data() + got, chunk);
+    got += n;
+    if (n < chunk) {
+      throw NpyError(source, "truncated data: the shape needs " + std::to_string(expected) +
+                                 " bytes, the file has " + std::to_string(got));
+    }
   }
-  const auto data_begin = bytes.begin() + static_cast<std::ptrdiff_t>(header_start + header_length);
-  array.data.assign(data_begin, bytes.end());
+  if (!reader.at_end()) {
+    const auto left = reader.remaining();
+    throw NpyError(source, (left && *left > 0 ? std::to_string(*left) + " " : std::string()) +
+                               "unexpected bytes after the data (wrong shape?)");
+  }
   return array;
 }
 
-/// Reads a .npy file. Throws NpyError naming the file when it cannot be read or parsed.
+}  // namespace detail
+
+/// Parses the bytes of a .npy file; `source` names it in error messages. Throws NpyError for a
+/// bad magic string, an unsupported format version, a malformed header or one longer than
+/// kNpyMaxHeaderLength, an unsupported dtype, Fortran order, and data that is shorter
+/// ("truncated data") or longer than the shape says.
+inline NpyArray parse_npy(std::span<const std::byte> bytes, const std::string& source) {
+  detail::NpySpanReader reader(bytes);
+  return detail::read_npy_from(reader, source);
+}
+
+/// Reads a .npy array from `in`, which must end right after the array's data; `source` names
+/// the stream in error messages. Reads the header first and then exactly the bytes its shape
+/// needs, plus one byte to check for trailing data, so an endless or huge stream is never
+/// consumed past that. Throws NpyError as `parse_npy` does, and for a failing stream.
+inline NpyArray read_npy(std::istream& in, const std::string& source) {
+  detail::NpyStreamReader reader(in, source, std::nullopt);
+  return detail::read_npy_from(reader, source);
+}
+
+/// Reads a .npy file, as the stream overload does. Throws NpyError naming the file when it is a
+/// directory, cannot be opened or read, or cannot be parsed.
 inline NpyArray read_npy(const std::filesystem::path& path) {
   const std::string source = path.string();
+  std::error_code error;
+  const std::filesystem::file_status status = std::filesystem::status(path, error);
+  if (std::filesystem::is_directory(status)) {
+    throw NpyError(source, "is a directory, not a .npy file");
+  }
   std::ifstream file(path, std::ios::binary);
   if (!file) throw NpyError(source, "cannot open file for reading");
-  std::vector<char> raw((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  if (file.bad()) throw NpyError(source, "read error");
-  const auto* first = reinterpret_cast<const std::byte*>(raw.data());
-  return parse_npy(std::span<const std::byte>(first, raw.size()), source);
+  std::optional<std::uint64_t> size;
+  if (std::filesystem::is_regular_file(status)) {
+    const std::uintmax_t bytes = std::filesystem::file_size(path, error);
+    if (!error) size = bytes;
+  }
+  detail::NpyStreamReader reader(file, source, size);
+  return detail::read_npy_from(reader, source);
 }
 
 /// The bytes of a .npy file for `array`: format 1.0 (2.0 when the header exceeds 65535 bytes),
