@@ -40,6 +40,19 @@ Integer-only attention (the qflash reference) against float64 attention, by SQNR
   --json                print a JSON array of rows (and nothing else) on stdout
   -h, --help            this text
 
+Workloads (Z x H x N x D; A1-A7 are the QFlash paper's benchmark shapes):
+  A1 1x3x197x64   A2 1x6x197x64   A3 1x12x197x64   (ViT-Ti/S/B: 196 patches + class token)
+  A4 64x3x49x32   A5 16x6x49x32   A6 4x12x49x32   A7 1x24x49x32   (Swin 7x7 windows)
+  N4096 1x1x4096x64 (a long sequence)   flat 1x6x197x64 with q, k ~ U[-1,1] (flat attention)
+
+Rows: preset / output type.
+  Paper         the published QFlash numerics with their defects fixed (the baseline)
+  Precise       log2-domain logits, quadratic exp2, 8-bit P per KV tile (the one to deploy)
+  PreciseCubic  Precise with a cubic exp2
+  s8, s16, s32  integer output at V's scale (s8), V/2^8 (s16), V/2^16 (s32); f16 = binary16
+  s8-calibrated s8 at an output scale fitted to the result (amax / 127)
+  "rejected: ..." the preset cannot serve these scales accurately (a named status)
+
 Inputs: q, k, v ~ U[-4,4] ("flat": q, k ~ U[-1,1]) from mt19937(seed), rounded through fp16;
 per-tensor symmetric int8 (scale = amax / 127). ceiling_db: exact attention on the dequantized
 int8 inputs. Inputs from .npy files must be finite. Exit status: 0 on success, 1 on an error,
@@ -217,7 +230,9 @@ inline int run_cli(const std::vector<std::string>& args, std::ostream& out, std:
             << "; q, k, v ~ U[-4,4] (flat: q, k ~ U[-1,1]) rounded through fp16\n";
       }
       out << "per-tensor int8 Q/K/V; SQNR in dB against float64 attention; ceiling = exact "
-             "attention on the int8 inputs\n\n";
+             "attention on the int8 inputs\n"
+             "workloads: A1-A3 ViT shapes (N 197), A4-A7 Swin windows (N 49), N4096 one long "
+             "sequence, flat q, k ~ U[-1,1]; presets and outputs: qflash_demo --help\n\n";
       write_table(out, rows);
     }
     out.flush();

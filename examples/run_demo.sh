@@ -10,7 +10,8 @@
 #   QFLASH_CUDA_ARCHITECTURES   e.g. 90 (H100, the default) or "80;86;89;90"
 #   QFLASH_ENABLE_CUDA          ON/OFF, to force CUDA on or off
 #   QFLASH_JOBS                 parallel build jobs (default: number of cores)
-# Configure and build output goes to <build>/run_demo.log and is shown only on failure.
+# Configure and build output goes to <build>/run_demo.log (shown in full only on failure); a
+# progress line says which step runs and how far the build is.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,13 +31,28 @@ args=(-S "$root" -B "$build")
 
 mkdir -p "$build"
 log="$build/run_demo.log"
-echo "run_demo: building qflash_demo in $build (log: $log)"
-if ! { cmake "${args[@]}" && cmake --build "$build" --target qflash_demo --parallel "$jobs"; } \
-  >"$log" 2>&1; then
+fail() {
   tail -n 60 "$log" >&2
-  echo "run_demo: configure or build failed; the full log is $log" >&2
+  echo "run_demo: $1 failed; the full log is $log" >&2
   exit 1
-fi
+}
+echo "run_demo: configuring $build (log: $log)"
+cmake "${args[@]}" >"$log" 2>&1 || fail configure
+# The first build compiles the CUDA kernels too (1-4 minutes): show make's percentage as it goes.
+echo "run_demo: building qflash_demo with $jobs jobs (a first build takes minutes)"
+start=$SECONDS
+set +e
+cmake --build "$build" --target qflash_demo --parallel "$jobs" 2>&1 | tee -a "$log" |
+  while IFS= read -r line; do
+    if [[ $line =~ ^\[\ *([0-9]+)%\] ]]; then
+      printf '\rrun_demo: build %3s%% (%ds)' "${BASH_REMATCH[1]}" $((SECONDS - start)) >&2
+    fi
+  done
+rc=${PIPESTATUS[0]}
+set -e
+printf '\n' >&2
+((rc == 0)) || fail build
+echo "run_demo: built in $((SECONDS - start)) s; running the demo (about 5-20 s on 2 cores)" >&2
 
 demo=$(find "$build" -type f -name qflash_demo -perm -u+x -print -quit)
 if [[ -z "$demo" ]]; then

@@ -59,8 +59,9 @@ rc=${PIPESTATUS[0]}
 set -e
 test_s=$(seconds $t)
 
-# ctest: "NN% tests passed, F tests failed out of T"; skipped tests are listed as "(Skipped)".
-total=$(sed -n 's/.*tests failed out of \([0-9][0-9]*\).*/\1/p' "$log" | tail -1)
+# ctest: "NN% tests passed, F tests failed out of T" (CMake 4: "100% tests passed out of T"
+# when none failed); skipped tests are listed as "(Skipped)".
+total=$(sed -n 's/.*tests \(failed\|passed\) out of \([0-9][0-9]*\).*/\2/p' "$log" | tail -1)
 failed=$(sed -n 's/.* \([0-9][0-9]*\) tests failed out of .*/\1/p' "$log" | tail -1)
 skipped=$(grep -c '^[[:space:]]*[0-9][0-9]* - .*(Skipped)$' "$log" || true)
 total=${total:-0}

@@ -3,13 +3,16 @@
 // writes nothing: the poisoned output must come back unchanged.
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "device/gpu_buffer.hpp"
 #include "qflash/core/float16.hpp"
+#include "qflash/qflash.hpp"
 #include "qflash_instances.hpp"
 #include "support/catch.hpp"
 
@@ -218,6 +221,36 @@ TEST_CASE("device launcher: an output that overlaps an input is rejected", "[gpu
   place("K's first 16 bytes under out's last", 0, out_bytes - 16, Status::output_overlaps_input);
   place("out right after K", out_bytes, 0, Status::ok);
   place("out's first 16 bytes over K's last", out_bytes - 16, 0, Status::output_overlaps_input);
+}
+
+// Issue item 6: host-side parameters that calibrate cannot have made (shifts of 40 or -3, a
+// score limit that lets int8 scores saturate) are rejected before the launch.
+TEST_CASE("device launcher: hand-made parameters outside calibrate's ranges are rejected",
+          "[gpu][errors]") {
+  using Params = HeadParams<presets::Precise, OutputFor<presets::Precise, std::int8_t>>;
+  Fixture f;
+  REQUIRE(f.ops.params_size == sizeof(Params));
+  Params good{};
+  std::memcpy(&good, f.params.data(), sizeof good);
+  REQUIRE(validate_head(good, static_cast<int>(kD)) == Status::ok);
+  const std::vector<std::pair<const char*, std::function<void(Params&)>>> edits = {
+      {"logit pre-shift 40", [](Params& p) { p.logit.pre_shift = 40; }},
+      {"logit post-shift -3", [](Params& p) { p.logit.post_shift = -3; }},
+      {"output shift -3", [](Params& p) { p.output.shift = -3; }},
+      {"output shift 40", [](Params& p) { p.output.shift = 40; }},
+      {"score limit below 2^14 D", [](Params& p) { p.logit.score_limit = 1000; }},
+  };
+  bool untouched = false;
+  for (const auto& [what, edit] : edits) {
+    INFO(what);
+    Params bad = good;
+    edit(bad);
+    std::memcpy(f.params.data(), &bad, sizeof bad);
+    CHECK(f.launch(f.problem(), 1, &untouched) == Status::invalid_params);
+    CHECK(untouched);
+  }
+  std::memcpy(f.params.data(), &good, sizeof good);
+  CHECK(f.launch(f.problem(), 1, &untouched) == Status::ok);
 }
 
 TEST_CASE("device launcher: more host parameter sets than a launch can carry", "[gpu][errors]") {
