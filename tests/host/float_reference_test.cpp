@@ -405,3 +405,43 @@ TEST_CASE("float oracle: a NaN or infinite V reaches the rows that see it, colum
   CHECK(at(out, 3, 2) == std::numeric_limits<double>::infinity());
   CHECK(std::isnan(at(out, 4, 2)));  // 0 * inf
 }
+
+TEST_CASE("float oracle: problems whose buffers exceed its element bound return a status",
+          "[float][validate]") {
+  using qflash::reference::kMaxFloatOracleElements;
+  STATIC_REQUIRE(kMaxFloatOracleElements == std::int64_t{1} << 28);
+  const std::vector<float> one_row(4, 0.5f);
+  std::vector<double> out(4, -7.0);
+  const auto q = bhnd<const float>(one_row.data(), 1, 1, 1, 4);
+  const auto o = bhnd(out.data(), 1, 1, 1, 4);
+  // K and V repeat one row (seq stride 0) 2^40 times: a few bytes of views, but the oracle would
+  // copy them into two 2^40 x 4 double matrices (before, Eigen threw std::bad_alloc).
+  auto repeated = bhnd<const float>(one_row.data(), 1, 1, std::int64_t{1} << 40, 4);
+  repeated.stride_seq = 0;
+  repeated.stride_head = 0;
+  repeated.stride_batch = 0;
+  CHECK(attention_float(q, repeated, repeated, {}, {}, 1.0, o) == Status::sequence_too_long);
+  // Nkv * D just past the bound: 2^26 + 1 keys of D = 4.
+  repeated.seq = (std::int64_t{1} << 26) + 1;
+  CHECK(attention_float(q, repeated, repeated, {}, {}, 1.0, o) == Status::sequence_too_long);
+  // A block of 256 queries times Nkv past the bound (Nkv * D itself is within it).
+  std::vector<double> out256(256, -7.0);
+  auto q256 = bhnd<const float>(one_row.data(), 1, 1, 256, 1);
+  q256.stride_seq = 0;
+  auto k1 = bhnd<const float>(one_row.data(), 1, 1, (std::int64_t{1} << 20) + 1, 1);
+  k1.stride_seq = 0;
+  CHECK(attention_float(q256, k1, k1, {}, {}, 1.0, bhnd(out256.data(), 1, 1, 256, 1)) ==
+        Status::sequence_too_long);
+  // A huge head dim with one key: one query row is D doubles.
+  auto wide = bhnd<const float>(one_row.data(), 1, 1, 1, (std::int64_t{1} << 28) + 1);
+  wide.stride_dim = 0;
+  const auto wide_out = bhnd(out.data(), 1, 1, 1, (std::int64_t{1} << 28) + 1);  // never written
+  CHECK(attention_float(wide, wide, wide, {}, {}, 1.0, wide_out) == Status::sequence_too_long);
+  for (const double x : out) REQUIRE(x == -7.0);
+  for (const double x : out256) REQUIRE(x == -7.0);
+
+  // Within the bound, a zero-stride K is fine: every key equal, the output is that row of V.
+  repeated.seq = 1000;
+  REQUIRE(attention_float(q, repeated, repeated, {}, {}, 1.0, o) == Status::ok);
+  for (const double x : out) CHECK(x == Approx(0.5).margin(1e-12));
+}

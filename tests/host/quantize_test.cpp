@@ -111,6 +111,119 @@ TEST_CASE("quantize: invalid arguments return a status and write nothing", "[qua
   for (const std::int8_t c : codes) REQUIRE(c == 55);
 }
 
+TEST_CASE("quantize: views past the address space or overlapping the output are rejected",
+          "[quantize][validate]") {
+  std::vector<float> x(16, 1.0f);  // views below read the first 8 floats
+  std::vector<std::int8_t> codes(8, 55);
+  std::vector<float> back(8, -3.0f);
+  const float one = 1.0f;
+  const auto ones = std::span<const float>(&one, 1);
+  const auto out = bhnd(codes.data(), 2, 1, 1, 4);
+
+  // Two batch elements 2^62 floats apart: the largest offset fits int64, its byte span does not.
+  auto far = bhnd<const float>(x.data(), 2, 1, 1, 4);
+  far.stride_batch = std::int64_t{1} << 62;
+  CHECK(quantize(far, ones, out) == Status::invalid_stride);
+  // 2^46 floats apart: 2^48 + 16 bytes, just past detail::kMaxViewBytes.
+  far.stride_batch = std::int64_t{1} << 46;
+  CHECK(quantize(far, ones, out) == Status::invalid_stride);
+  // The largest offset itself overflows int64.
+  far.stride_batch = std::numeric_limits<std::int64_t>::max() / 2 + 1;
+  far.batch = 3;
+  far.dim = 2;
+  CHECK(quantize(far, ones, bhnd(codes.data(), 3, 1, 1, 2)) == Status::invalid_stride);
+  for (const std::int8_t c : codes) REQUIRE(c == 55);
+
+  auto far_codes = bhnd<const std::int8_t>(codes.data(), 2, 1, 1, 4);
+  far_codes.stride_batch = std::int64_t{1} << 62;
+  CHECK(dequantize(far_codes, ones, bhnd(back.data(), 2, 1, 1, 4)) == Status::invalid_stride);
+  far_codes.stride_batch = std::int64_t{1} << 48;  // 2^48 + 4 bytes
+  CHECK(dequantize(far_codes, ones, bhnd(back.data(), 2, 1, 1, 4)) == Status::invalid_stride);
+  for (const float b : back) REQUIRE(b == -3.0f);
+
+  // amax and amax_per_head read nothing of such a view: NaN (a scale quantize rejects) and no
+  // per-head values (a scale count quantize rejects).
+  far = bhnd<const float>(x.data(), 2, 1, 1, 4);
+  far.stride_batch = std::int64_t{1} << 62;
+  CHECK(std::isnan(amax(far)));
+  CHECK(std::isnan(symmetric_scale(amax(far))));
+  CHECK(amax_per_head(far).empty());
+  auto negative = bhnd<const float>(x.data(), 2, 1, 1, 4);
+  negative.stride_dim = -1;
+  CHECK(std::isnan(amax(negative)));
+  CHECK(amax_per_head(negative).empty());
+  CHECK(std::isnan(amax(bhnd<const float>(nullptr, 1, 1, 1, 4))));
+  CHECK(amax(bhnd<const float>(x.data(), 0, 1, 1, 4)) == 0.0f);  // empty: 0, as before
+  // 2^62 heads at head stride 0 span one row, but 2^62 per-head maxima would not fit.
+  auto many_heads = bhnd<const float>(x.data(), 1, 1, 1, 4);
+  many_heads.heads = std::int64_t{1} << 62;
+  many_heads.stride_head = 0;
+  CHECK(amax_per_head(many_heads).empty());
+
+  // An output over its input: quantize into the input's own bytes, dequantize over the codes or
+  // over the scales. Each is rejected before anything is read or written.
+  const auto in = bhnd<const float>(x.data(), 2, 1, 1, 4);
+  auto* x_bytes = reinterpret_cast<std::int8_t*>(x.data());
+  CHECK(quantize(in, ones, bhnd(x_bytes, 2, 1, 1, 4)) == Status::output_overlaps_input);
+  CHECK(quantize(in, ones, bhnd(x_bytes + 28, 2, 1, 1, 4)) == Status::output_overlaps_input);
+  CHECK(quantize(in, ones, bhnd(x_bytes + 32, 2, 1, 1, 4)) == Status::ok);  // just past `in`
+  std::vector<float> buffer(16, 0.0f);
+  const auto* buffer_codes = reinterpret_cast<const std::int8_t*>(buffer.data());
+  CHECK(dequantize(bhnd(buffer_codes, 2, 1, 1, 4), ones, bhnd(buffer.data(), 2, 1, 1, 4)) ==
+        Status::output_overlaps_input);
+  CHECK(dequantize(bhnd(buffer_codes + 60, 2, 1, 1, 2), ones, bhnd(buffer.data(), 2, 1, 1, 2)) ==
+        Status::ok);  // disjoint bytes
+  std::vector<float> scales_in_out(8, 1.0f);
+  CHECK(dequantize(bhnd<const std::int8_t>(codes.data(), 2, 1, 1, 4),
+                   std::span<const float>(scales_in_out.data() + 7, 1),
+                   bhnd(scales_in_out.data(), 2, 1, 1, 4)) == Status::output_overlaps_input);
+  for (const float f : scales_in_out) REQUIRE(f == 1.0f);
+}
+
+TEST_CASE("quantize: bias layouts past the address space or in place are rejected",
+          "[quantize][bias][validate]") {
+  std::vector<float> nats(8, 0.5f);
+  const std::vector<std::int32_t> index(4, 0);
+  QuantizedBias untouched;
+
+  // heads * rows * cols = 2^66 overflows int64 (before, the product wrapped and the copy read
+  // far past `nats`).
+  const std::int64_t big = std::int64_t{1} << 22;
+  CHECK(quantize_bias(FloatBias{BiasKind::dense, nats.data(), big, big, big}, untouched) ==
+        Status::bias_shape_mismatch);
+  // 2^47 floats: exact in int64, but 2^49 bytes, past detail::kMaxViewBytes.
+  CHECK(quantize_bias(FloatBias{BiasKind::dense, nats.data(), 1, std::int64_t{1} << 24,
+                                std::int64_t{1} << 23},
+                      untouched) == Status::bias_shape_mismatch);
+  // A table whose largest offset h * stride_head overflows int64.
+  CHECK(quantize_bias(FloatBias{BiasKind::relative_table, nats.data(), 4, 2, 2, index.data(), 2,
+                                std::int64_t{1} << 62, 1},
+                      untouched) == Status::bias_shape_mismatch);
+  // Zero strides: the table view spans one float, but heads * table_size = 2^80 gathered entries
+  // overflow int64 (before, the product wrapped to 0 and the gather wrote past an empty vector).
+  const std::int64_t huge = std::int64_t{1} << 40;
+  CHECK(quantize_bias(
+            FloatBias{BiasKind::relative_table, nats.data(), huge, 2, 2, index.data(), huge, 0, 0},
+            untouched) == Status::bias_shape_mismatch);
+  // An index map [rows, cols] past the bound.
+  CHECK(quantize_bias(FloatBias{BiasKind::relative_table, nats.data(), 1, big, big * big,
+                                index.data(), 2, 0, 1},
+                      untouched) == Status::bias_shape_mismatch);
+  CHECK(untouched.view().kind == BiasKind::none);
+
+  // Element-wise arrays: the output over its input (in place too) is rejected, nothing written.
+  std::vector<float> shared = {1.0f, 2.0f, 3.0f, 4.0f};
+  auto* shared_q16 = reinterpret_cast<std::int32_t*>(shared.data());
+  CHECK(quantize_bias(std::span<const float>(shared.data(), 2),
+                      std::span<std::int32_t>(shared_q16 + 1, 2)) == Status::output_overlaps_input);
+  CHECK(quantize_bias(std::span<const float>(shared.data(), 4),
+                      std::span<std::int32_t>(shared_q16, 4)) == Status::output_overlaps_input);
+  CHECK(shared == std::vector<float>{1.0f, 2.0f, 3.0f, 4.0f});
+  std::vector<std::int32_t> q16(2, 0);
+  CHECK(quantize_bias(std::span<const float>(shared.data() + 2, 2), std::span<std::int32_t>(q16)) ==
+        Status::ok);
+}
+
 TEST_CASE("quantize: bias nats -> Q16 octaves, half away from zero, saturated",
           "[quantize][bias]") {
   CHECK(quantize_bias(0.0f) == 0);

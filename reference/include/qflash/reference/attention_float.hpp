@@ -20,14 +20,25 @@
 
 namespace qflash::reference {
 
+/// The most elements of any one double buffer that `attention_float` allocates per (z, h): K and
+/// V as [Nkv, D], a block of up to 256 queries and its result as [min(Nq, 256), D], its scores and
+/// weights as [min(Nq, 256), Nkv]. 2^28 elements: 2 GiB of double per buffer, at most 12 GiB for
+/// the six together. It admits Nkv up to 2^20 keys for any Nq (more when Nq < 256), far above the
+/// max_keys of the presets' softmax (about 2^16 for Pmax = 255, 2^17 for Pmax = 127), with D up to
+/// 2^28 / max(Nkv, min(Nq, 256)). A view with a zero stride spans few bytes however long it is:
+/// this bound, not the byte bound of the views, caps what the oracle allocates.
+inline constexpr std::int64_t kMaxFloatOracleElements = std::int64_t{1} << 28;
+
 /// Checks the arguments of `attention_float` in the order `qflash::validate` uses, with the same
 /// Status codes and the same layout checks: null_pointer, empty_problem, shape_mismatch,
 /// invalid_stride (negative strides, an output whose elements overlap, a view spanning more than
 /// qflash::detail::kMaxViewBytes), bias_shape_mismatch, mask_shape_mismatch (also for layouts
-/// above that bound), invalid_scale (softmax_scale not finite and positive),
-/// output_overlaps_input (the output's byte range meets that of Q, K, V, the bias values or index
-/// map, or the mask: conservative, as in `validate`), bias_index_out_of_range. Unlike the integer
-/// entry points, any head dim D >= 1 is accepted and there is no bound on the number of keys.
+/// above that bound), sequence_too_long (Nkv * D, min(Nq, 256) * D or min(Nq, 256) * Nkv above
+/// kMaxFloatOracleElements: the oracle's buffers would not fit), invalid_scale (softmax_scale not
+/// finite and positive), output_overlaps_input (the output's byte range meets that of Q, K, V,
+/// the bias values or index map, or the mask: conservative, as in `validate`),
+/// bias_index_out_of_range. Unlike the integer entry points, any head dim D >= 1 is accepted and
+/// the number of keys is bounded only through kMaxFloatOracleElements.
 inline Status validate_float_attention(const Tensor4<const float>& q, const Tensor4<const float>& k,
                                        const Tensor4<const float>& v, const FloatBias& bias,
                                        const AttentionMask& mask, double softmax_scale,
@@ -63,6 +74,11 @@ inline Status validate_float_attention(const Tensor4<const float>& q, const Tens
   if (s != Status::ok) return s;
   s = qflash::detail::check_mask_layout(mask, z, nq, nkv, &mask_bytes);
   if (s != Status::ok) return s;
+  const std::int64_t block_rows = nq < 256 ? nq : 256;  // attention_float's query block
+  constexpr std::int64_t kLimit = kMaxFloatOracleElements;
+  if (nkv > kLimit / d || block_rows > kLimit / d || nkv > kLimit / block_rows) {
+    return Status::sequence_too_long;
+  }
   if (!is_positive_finite(softmax_scale)) return Status::invalid_scale;
   if (qflash::detail::overlaps_any(
           *out_bytes, {*q_bytes, *k_bytes, *v_bytes, bias_bytes, index_bytes, mask_bytes})) {

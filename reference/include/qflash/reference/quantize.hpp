@@ -11,6 +11,7 @@
 #include <cmath>
 #include <concepts>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <utility>
 #include <vector>
@@ -43,8 +44,15 @@ inline float symmetric_scale(float amax) noexcept {
 }
 
 /// max |x| over every element of `x` (binary32, exact). NaN elements are ignored; 0 for an empty
-/// tensor.
+/// tensor (an extent of 0 or below). NaN, which no tensor yields otherwise, for a view that is not
+/// read: a null pointer, a negative stride, or a span above qflash::detail::kMaxViewBytes (or past
+/// int64), as `quantize` checks. symmetric_scale(NaN) is NaN, which `quantize` rejects with
+/// Status::invalid_scale.
 inline float amax(const Tensor4<const float>& x) noexcept {
+  if (x.batch <= 0 || x.heads <= 0 || x.seq <= 0 || x.dim <= 0) return 0.0f;
+  if (x.data == nullptr || !qflash::detail::tensor_range(x)) {
+    return std::numeric_limits<float>::quiet_NaN();
+  }
   float result = 0.0f;
   for (std::int64_t z = 0; z < x.batch; ++z) {
     for (std::int64_t h = 0; h < x.heads; ++h) {
@@ -59,9 +67,17 @@ inline float amax(const Tensor4<const float>& x) noexcept {
   return result;
 }
 
-/// max |x| for each head h over z, n and d: H values. NaN elements are ignored.
+/// max |x| for each head h over z, n and d: H values. NaN elements are ignored. No values (an
+/// empty vector, which `quantize` rejects with Status::param_count_mismatch) for an empty tensor
+/// (an extent of 0 or below) and for a view that is not read: a null pointer, a negative stride,
+/// or a span above qflash::detail::kMaxViewBytes (or past int64), as `quantize` checks, and H
+/// floats that would exceed that bound themselves (a zero head stride).
 inline std::vector<float> amax_per_head(const Tensor4<const float>& x) {
-  std::vector<float> result(static_cast<std::size_t>(x.heads > 0 ? x.heads : 0), 0.0f);
+  if (x.data == nullptr || !qflash::detail::tensor_range(x) ||
+      !qflash::detail::array_range(nullptr, sizeof(float), {x.heads})) {
+    return {};
+  }
+  std::vector<float> result(static_cast<std::size_t>(x.heads), 0.0f);
   for (std::int64_t z = 0; z < x.batch; ++z) {
     for (std::int64_t h = 0; h < x.heads; ++h) {
       float& head_max = result[static_cast<std::size_t>(h)];
@@ -98,7 +114,20 @@ bool same_extents(const Tensor4<A>& a, const Tensor4<B>& b) noexcept {
   return a.batch == b.batch && a.heads == b.heads && a.seq == b.seq && a.dim == b.dim;
 }
 
-/// Checks shared by quantize and dequantize: pointers, extents, strides, scale count and values.
+/// The bytes [data, data + size_bytes) of a contiguous array (a span addresses real memory, so
+/// this neither overflows nor wraps).
+template <class T>
+qflash::detail::ByteRange span_range(std::span<T> s) noexcept {
+  const auto begin = reinterpret_cast<std::uintptr_t>(s.data());
+  return qflash::detail::ByteRange{begin, begin + s.size_bytes()};
+}
+
+/// Checks shared by quantize and dequantize, with the Status codes and view checks of
+/// qflash::validate, in this order: null_pointer, empty_problem, shape_mismatch, invalid_stride
+/// (a negative stride, an output whose elements overlap, or an input or output view spanning more
+/// than qflash::detail::kMaxViewBytes or past int64), param_count_mismatch, invalid_scale,
+/// output_overlaps_input (the output's byte range meets the input's or the scales': conservative,
+/// as in validate). Once it returns ok, every element offset of both views is exact in int64.
 template <class In, class Out>
 Status validate_elementwise(const Tensor4<In>& in, std::span<const float> scales,
                             const Tensor4<Out>& out) {
@@ -109,11 +138,17 @@ Status validate_elementwise(const Tensor4<In>& in, std::span<const float> scales
       !qflash::detail::is_non_overlapping(out)) {
     return Status::invalid_stride;
   }
+  const auto in_bytes = qflash::detail::tensor_range(in);
+  const auto out_bytes = qflash::detail::tensor_range(out);
+  if (!in_bytes || !out_bytes) return Status::invalid_stride;
   if (scales.size() != 1 && scales.size() != static_cast<std::size_t>(in.heads)) {
     return Status::param_count_mismatch;
   }
   for (const float s : scales) {
     if (!is_positive_finite(static_cast<double>(s))) return Status::invalid_scale;
+  }
+  if (qflash::detail::overlaps_any(*out_bytes, {*in_bytes, span_range(scales)})) {
+    return Status::output_overlaps_input;
   }
   return Status::ok;
 }
@@ -123,8 +158,10 @@ Status validate_elementwise(const Tensor4<In>& in, std::span<const float> scales
 /// Quantizes `x` into `out` with one scale per tensor (scales.size() == 1) or per head
 /// (scales.size() == H): out = quantize_value(x, scale of the element's head).
 /// Returns null_pointer, empty_problem, shape_mismatch (extents differ), invalid_stride (negative
-/// strides or an overlapping output), param_count_mismatch, or invalid_scale (a scale that is not
-/// finite and positive); writes nothing unless it returns Status::ok.
+/// strides, an overlapping output, or a view spanning more than qflash::detail::kMaxViewBytes),
+/// param_count_mismatch, invalid_scale (a scale that is not finite and positive), or
+/// output_overlaps_input (`out` shares a byte with `x` or `scales`); writes nothing unless it
+/// returns Status::ok.
 inline Status quantize(const Tensor4<const float>& x, std::span<const float> scales,
                        const Tensor4<std::int8_t>& out) {
   const Status s = detail::validate_elementwise(x, scales, out);
@@ -210,10 +247,14 @@ inline std::int32_t quantize_bias(float nats) noexcept {
 }
 
 /// Element-wise `quantize_bias` of a contiguous array (a dense [heads, Nq, Nkv] bias, or one
-/// contiguous relative-position table). Returns shape_mismatch (and writes nothing) when the
-/// sizes differ.
+/// contiguous relative-position table). Returns shape_mismatch when the sizes differ, and
+/// output_overlaps_input when `q16` shares a byte with `nats` (in place included); writes nothing
+/// unless it returns Status::ok.
 inline Status quantize_bias(std::span<const float> nats, std::span<std::int32_t> q16) {
   if (nats.size() != q16.size()) return Status::shape_mismatch;
+  if (detail::span_range(q16).intersects(detail::span_range(nats))) {
+    return Status::output_overlaps_input;
+  }
   for (std::size_t i = 0; i < nats.size(); ++i) q16[i] = quantize_bias(nats[i]);
   return Status::ok;
 }
@@ -243,8 +284,13 @@ class QuantizedBias {
 /// Converts a dense or relative-table FloatBias to Q16 octaves. A dense bias keeps its layout; a
 /// relative table is gathered into a contiguous [heads, table_size] table (stride_head =
 /// table_size, stride_entry = 1) that shares the index map. A `none` bias gives a `none` view.
-/// Returns null_pointer, or bias_shape_mismatch for non-positive extents, a negative table stride
-/// or heads == 0; writes nothing on error. Index values are checked where the bias is used.
+/// Returns null_pointer, or bias_shape_mismatch for non-positive extents (heads, rows, cols or
+/// table_size), a negative table stride, and a layout that fails the size checks of
+/// qflash::validate (qflash::detail::check_bias_layout): a dense array, table view or [rows, cols]
+/// index map whose element count or largest offset overflows int64 or spans more than
+/// qflash::detail::kMaxViewBytes; likewise when the gathered [heads, table_size] int32 table would
+/// (a zero table stride repeats entries). Writes nothing on error. Index values are checked where
+/// the bias is used.
 inline Status quantize_bias(const FloatBias& bias, QuantizedBias& out) {
   if (bias.kind == BiasKind::none) {
     out = QuantizedBias{};
@@ -254,18 +300,26 @@ inline Status quantize_bias(const FloatBias& bias, QuantizedBias& out) {
     return Status::null_pointer;
   }
   if (bias.heads <= 0 || bias.rows <= 0 || bias.cols <= 0) return Status::bias_shape_mismatch;
+  // The layout against itself (H = heads, Nq = rows, Nkv = cols): the checks of validate.
+  qflash::detail::ByteRange value_bytes, index_bytes;
+  const Status layout = qflash::detail::check_bias_layout(bias, bias.heads, bias.rows, bias.cols,
+                                                          &value_bytes, &index_bytes);
+  if (layout != Status::ok) return layout;
+  // The gathered table (a table view with a zero stride spans fewer bytes than it gathers).
+  if (bias.kind == BiasKind::relative_table &&
+      !qflash::detail::array_range(nullptr, sizeof(std::int32_t), {bias.heads, bias.table_size})) {
+    return Status::bias_shape_mismatch;
+  }
   QuantizedBias result;
   result.layout_ = bias.layout();
   if (bias.kind == BiasKind::dense) {
+    // Exact, and at most kMaxViewBytes / 4 elements: checked by check_bias_layout.
     const std::int64_t count = bias.heads * bias.rows * bias.cols;
     result.values_.resize(static_cast<std::size_t>(count));
     const Status s = quantize_bias(std::span<const float>(bias.values, result.values_.size()),
                                    std::span<std::int32_t>(result.values_));
     if (s != Status::ok) return s;
   } else {
-    if (bias.table_size <= 0 || bias.stride_head < 0 || bias.stride_entry < 0) {
-      return Status::bias_shape_mismatch;
-    }
     result.values_.resize(static_cast<std::size_t>(bias.heads * bias.table_size));
     for (std::int64_t h = 0; h < bias.heads; ++h) {
       for (std::int64_t e = 0; e < bias.table_size; ++e) {
