@@ -4,6 +4,7 @@
 // the host-quantized inputs.
 #include "qflash/reference/quantize.hpp"
 
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -155,6 +156,51 @@ TEST_CASE("fp16 pipeline on the device == host reference on host-quantized input
       std::size_t mismatches = 0;
       for (std::size_t i = 0; i < expected.size(); ++i) mismatches += expected[i] != actual[i];
       CHECK(mismatches == 0);
+    }
+  }
+}
+
+// A head whose device-calibrated scales the preset cannot serve (q, k ~ U[-100, 100] at D = 64:
+// Precise's logits could saturate) reports its status and writes NaN (binary16) or 0 (integers),
+// never a plausible value computed from stale parameter bytes.
+TEST_CASE("fp16 pipeline: a head that calibrate rejects outputs NaN or 0 and says why",
+          "[gpu][quantize]") {
+  std::mt19937 rng(11);
+  const std::int64_t z = 1, h = 2, n = 49, d = 64;
+  HalfTensor q = random_half(z, h, n, d, rng, -1);
+  for (auto& b : q.bits) b = float_to_half_bits(half_bits_to_float(b) * 25.0f);  // U[-100, 100]
+  const HalfTensor v = random_half(z, h, n, d, rng, -1);
+  GpuBuffer<std::uint16_t> dq(q.bits.size()), dv(v.bits.size());
+  dq.upload(q.bits);
+  dv.upload(v.bits);
+  for (const OutputType out_type : {OutputType::s8, OutputType::f16}) {
+    INFO("output " << instances::name(out_type));
+    const instances::Ops& ops = instances::ops(Preset::precise, out_type);
+    GpuBuffer<std::int8_t> q8(q.bits.size()), k8(q.bits.size()), v8(v.bits.size());
+    GpuBuffer<float> scales(3), amax(3);
+    GpuBuffer<unsigned char> params(ops.params_size);
+    params.fill_bytes(0x5a);  // stale bytes that must not be used
+    GpuBuffer<Status> statuses(1);
+    const std::size_t bytes = q.bits.size() * instances::element_size(out_type);
+    GpuBuffer<unsigned char> out(bytes);
+    const instances::HalfPipelineWorkspace ws{
+        q8.get(), k8.get(), v8.get(), scales.get(), amax.get(), params.get(), statuses.get(), 1};
+    const std::int64_t strides[4] = {h * n * d, n * d, d, 1};
+    const auto q_view = bhnd<const std::uint16_t>(dq.get(), z, h, n, d);
+    const auto v_view = bhnd<const std::uint16_t>(dv.get(), z, h, n, d);
+    REQUIRE(ops.launch_from_half(q_view, q_view, v_view, out.get(), strides, ws, nullptr) ==
+            Status::ok);
+    CHECK(statuses.download()[0] == Status::logit_range_exceeded);
+    const auto actual = out.download();
+    if (out_type == OutputType::f16) {
+      std::size_t nans = 0;
+      for (std::size_t i = 0; i < actual.size(); i += 2) {
+        const auto bits = static_cast<std::uint16_t>(actual[i] | (actual[i + 1] << 8));
+        nans += std::isnan(half_bits_to_float(bits)) ? 1 : 0;
+      }
+      CHECK(nans == actual.size() / 2);
+    } else {
+      for (const auto b : actual) REQUIRE(b == 0);
     }
   }
 }

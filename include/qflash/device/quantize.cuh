@@ -20,9 +20,11 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "qflash/attention/problem.hpp"
 #include "qflash/core/concepts.hpp"
+#include "qflash/core/float16.hpp"
 #include "qflash/core/status.hpp"
 #include "qflash/policy/calibrate.hpp"
 
@@ -125,7 +127,22 @@ __global__ void calibrate_kernel(const float* scales, const float* out_scales, s
   const double out_scale = out_scales != nullptr ? static_cast<double>(out_scales[i]) : 0.0;
   const Status s = calibrate_head<Cfg, Output>(scales[i], scales[count + i], scales[2 * count + i],
                                                out_scale, softmax_scale, head_dim, result);
-  if (s == Status::ok) params[i] = result;
+  if (s != Status::ok) {
+    // A rejected head must not run on stale bytes: it gets valid parameters (sm_scale = 2^-10
+    // octaves per unit, V scale 1, which every preset accepts) with a zero output multiplier,
+    // so its integer outputs are 0, and a NaN float scale, so its binary16 outputs are NaN.
+    const double qk = sqrt(1.0 / 1024.0 / (kLog2e * softmax_scale));
+    if (calibrate_head<Cfg, Output>(qk, qk, 1.0, 0.0, softmax_scale, head_dim, result) !=
+        Status::ok) {
+      result = HeadParams<Cfg, Output>{};  // all-zero parameters are defined too (t = 0)
+    }
+    if constexpr (std::is_same_v<typename Output::value_type, qflash::Float16>) {
+      result.output.scale = __int_as_float(0x7fc00000);  // quiet NaN
+    } else {
+      result.output.multiplier = 0;
+    }
+  }
+  params[i] = result;
   if (statuses != nullptr) statuses[i] = s;
 }
 
@@ -183,8 +200,11 @@ Status quantize_qkv(const Tensor4<const T>& q, const Tensor4<const T>& k, const 
 
 /// Calibrates `count` head-parameter sets on the device from scales laid out as quantize_qkv
 /// writes them (3 * count floats). `out_scales` (nullable: the output type's default) holds
-/// `count` floats. Each head's Status goes to `statuses` (nullable); a head whose status is not
-/// ok keeps its previous parameters. `softmax_scale` 0 means 1 / sqrt(head_dim).
+/// `count` floats. Each head's Status goes to `statuses` (nullable). A head whose status is not
+/// ok (e.g. logit_range_exceeded for q/k ranges the preset cannot serve) gets parameters that
+/// make a launch write NaN for binary16 outputs and 0 for integer outputs, never a plausible
+/// wrong value from stale bytes; check `statuses` to learn which heads and why.
+/// `softmax_scale` 0 means 1 / sqrt(head_dim).
 template <KernelConfig Cfg, OutputPolicy Output>
 Status calibrate_on_device(const float* scales, const float* out_scales, std::int64_t count,
                            int head_dim, double softmax_scale, HeadParams<Cfg, Output>* params,
