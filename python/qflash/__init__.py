@@ -1,0 +1,201 @@
+# SPDX-License-Identifier: Apache-2.0
+"""qflash: integer-only FlashAttention as PyTorch custom ops.
+
+    qflash.attention_int8(q8, k8, v8, q_scale, k_scale, v_scale, *, preset="precise",
+                          out_dtype=torch.int8, softmax_scale=None)
+        int8 Q/K/V on CUDA, [B, H, N, D] (Nkv may differ from Nq), per-tensor float scales
+        (real value = scale * code). Host calibration, then the integer kernel on the current
+        stream. out_dtype int8 / int16 / int32 gives integer codes at the library's default
+        output scale (v_scale, v_scale / 256, v_scale / 65536); float16 gives real values.
+    qflash.reference_int8(...)
+        The same call on CPU tensors, through the bit-exact host reference: attention_int8's
+        output equals it bit for bit.
+    qflash.attention(q, k, v, *, preset="precise", out_dtype=torch.float16)
+        fp16 Q/K/V on CUDA: device quantize (per tensor) -> calibrate on the device -> kernel,
+        fp16 out, without a host synchronisation. If the device calibration rejects the scales
+        (e.g. logits beyond the preset's range), the output is NaN.
+
+The ops are torch.ops.qflash.{attention_int8, reference_int8, attention}; they have fake (meta)
+implementations, so torch.compile(fullgraph=True) traces them, and they allocate nothing but
+their output (and a workspace tensor), so CUDA graphs capture them.
+"""
+
+import math
+
+import torch
+
+from . import _C  # loads the extension: registers torch.ops.qflash.*
+
+__all__ = ["attention_int8", "reference_int8", "attention", "PRESETS", "OUTPUT_DTYPES",
+           "default_output_scale"]
+__version__ = "0.1.0"
+
+PRESETS = ("paper", "precise", "precise_cubic")
+OUTPUT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.float16)
+HEAD_DIMS = (32, 64, 80, 96, 128)
+_PRESET_IDS = {"paper": 0, "precise": 1, "precise_cubic": 2}
+_OUTPUT_IDS = {torch.int8: 0, torch.int16: 1, torch.int32: 2, torch.float16: 3}
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def default_output_scale(v_scale, out_dtype):
+    """The real value of one output code of attention_int8: v_scale * this (1.0 for float16)."""
+    return {torch.int8: v_scale, torch.int16: v_scale / 256.0, torch.int32: v_scale / 65536.0,
+            torch.float16: 1.0}[out_dtype]
+
+
+# The checks below run in Python, before the op, so that bad input raises a plain Python exception
+# whose message names the problem. The C++ ops repeat them (TORCH_CHECK) for direct
+# torch.ops.qflash calls.
+
+def _check_preset(op, preset):
+    if not isinstance(preset, str):
+        raise TypeError(f"{op}: preset must be a str (one of {', '.join(PRESETS)}), "
+                        f"got {type(preset).__name__}")
+    if preset not in _PRESET_IDS:
+        raise ValueError(f"{op}: unknown preset '{preset}' (use 'paper', 'precise' or "
+                         "'precise_cubic')")
+
+
+def _check_out_dtype(op, out_dtype, allowed):
+    if not isinstance(out_dtype, torch.dtype):
+        raise TypeError(f"{op}: out_dtype must be a torch.dtype, got {type(out_dtype).__name__}")
+    if out_dtype not in allowed:
+        raise ValueError(f"{op}: unsupported out_dtype {out_dtype} (use "
+                         f"{', '.join(str(d) for d in allowed)})")
+
+
+def _check_scale(op, name, value, optional=False):
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{op}: {name} must be a Python float, got {type(value).__name__}")
+    if not (math.isfinite(value) and 0 < value < _FLOAT32_MAX):
+        raise ValueError(f"{op}: {name} must be a positive finite float, got {value}")
+
+
+def _check_qkv(op, tensors, dtype, device_type):
+    names = tuple(tensors)
+    ts = tuple(tensors.values())
+    q = ts[0]
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype != dtype:
+            raise TypeError(f"{op}: {name} must have dtype {dtype}, got {t.dtype}")
+        if device_type == "cuda":
+            if t.device.type != "cuda":
+                raise ValueError(f"{op}: {name} must be a CUDA tensor, got device {t.device}")
+            if t.device != q.device:
+                raise ValueError(f"{op}: {', '.join(names)} must be on the same device, {name} is "
+                                 f"on {t.device} and {names[0]} on {q.device}")
+        elif t.device.type != "cpu":
+            raise ValueError(f"{op}: {name} must be a CPU tensor (the host reference runs on the "
+                             f"CPU), got device {t.device}")
+        if t.dim() != 4:
+            raise ValueError(f"{op}: {name} must be 4-D [B, H, N, D], got shape {list(t.shape)}")
+        if t.numel() == 0:
+            raise ValueError(f"{op}: empty problem: {name} has shape {list(t.shape)} (B, H, N and "
+                             "D must be positive)")
+    k, v = ts[1], ts[2]
+    if (k.shape[0] != q.shape[0] or k.shape[1] != q.shape[1] or k.shape[3] != q.shape[3]
+            or v.shape != k.shape):
+        raise ValueError(f"{op}: shape mismatch: {names[0]} {list(q.shape)}, {names[1]} "
+                         f"{list(k.shape)}, {names[2]} {list(v.shape)} (need {names[0]} "
+                         f"[B, H, Nq, D] and {names[1]}, {names[2]} [B, H, Nkv, D])")
+    if q.shape[3] not in HEAD_DIMS:
+        raise ValueError(f"{op}: unsupported head dim D = {q.shape[3]} (use 32, 64, 80, 96 or 128)")
+
+
+def _check_kernel_layout(op, name, t):
+    """The CUDA kernel reads 16-byte rows: unit stride along D, other strides multiples of 16
+    elements (dims of extent 1 are free), 16-byte aligned data."""
+    strides = t.stride()
+    if strides[3] != 1:
+        raise ValueError(f"{op}: {name} needs unit stride along D (the last dim) for the CUDA "
+                         f"kernel, got strides {list(strides)}")
+    for d in range(3):
+        if t.shape[d] != 1 and strides[d] % 16 != 0:
+            raise ValueError(f"{op}: {name} needs its B, H and N strides to be non-negative "
+                             f"multiples of 16 elements for the CUDA kernel, got strides "
+                             f"{list(strides)}")
+    # torch's allocations are aligned; the offset into them decides (the op checks the pointer).
+    # Inside a traced graph storage_offset() is not traceable: the op's own check runs there.
+    if torch.compiler.is_compiling():
+        return
+    if (t.storage_offset() * t.element_size()) % 16 != 0:
+        raise ValueError(f"{op}: {name} data pointer is not 16-byte aligned (needed by the CUDA "
+                         f"kernel; storage offset {t.storage_offset()})")
+
+
+def _check_calibration(op, preset, out_dtype, head_dim, q_scale, k_scale, v_scale,
+                       softmax_scale):
+    if torch.compiler.is_compiling():  # inside a traced graph the op itself checks at run time
+        return
+    code = _C.calibration_status(_PRESET_IDS[preset], _OUTPUT_IDS[out_dtype], int(head_dim),
+                                 float(q_scale), float(k_scale), float(v_scale),
+                                 0.0 if softmax_scale is None else float(softmax_scale))
+    if code != 0:
+        raise ValueError(f"{op}: calibration rejected the scales (q_scale {q_scale}, k_scale "
+                         f"{k_scale}, v_scale {v_scale}, D {head_dim}): {_C.status_name(code)} "
+                         f"(qflash::Status {code})")
+
+
+def _int8_call(op, opname, device_type, q8, k8, v8, q_scale, k_scale, v_scale, preset, out_dtype,
+               softmax_scale):
+    _check_preset(op, preset)
+    _check_out_dtype(op, out_dtype, OUTPUT_DTYPES)
+    _check_qkv(op, {"q8": q8, "k8": k8, "v8": v8}, torch.int8, device_type)
+    if device_type == "cuda":
+        for name, t in (("q8", q8), ("k8", k8), ("v8", v8)):
+            _check_kernel_layout(op, name, t)
+    _check_scale(op, "q_scale", q_scale)
+    _check_scale(op, "k_scale", k_scale)
+    _check_scale(op, "v_scale", v_scale)
+    _check_scale(op, "softmax_scale", softmax_scale, optional=True)
+    _check_calibration(op, preset, out_dtype, q8.shape[3], q_scale, k_scale, v_scale,
+                       softmax_scale)
+    return getattr(torch.ops.qflash, opname).default(
+        q8, k8, v8, float(q_scale), float(k_scale), float(v_scale), preset=preset,
+        out_dtype=out_dtype, softmax_scale=None if softmax_scale is None else float(softmax_scale))
+
+
+def attention_int8(q8, k8, v8, q_scale, k_scale, v_scale, *, preset="precise",
+                   out_dtype=torch.int8, softmax_scale=None):
+    """Integer attention on int8 CUDA tensors [B, H, N, D] (see the module docstring)."""
+    return _int8_call("qflash.attention_int8", "attention_int8", "cuda", q8, k8, v8, q_scale,
+                      k_scale, v_scale, preset, out_dtype, softmax_scale)
+
+
+def reference_int8(q8, k8, v8, q_scale, k_scale, v_scale, *, preset="precise",
+                   out_dtype=torch.int8, softmax_scale=None):
+    """attention_int8 on CPU tensors through the bit-exact host reference."""
+    return _int8_call("qflash.reference_int8", "reference_int8", "cpu", q8, k8, v8, q_scale,
+                      k_scale, v_scale, preset, out_dtype, softmax_scale)
+
+
+def attention(q, k, v, *, preset="precise", out_dtype=torch.float16):
+    """fp16 attention through the integer pipeline on CUDA tensors [B, H, N, D]."""
+    op = "qflash.attention"
+    _check_preset(op, preset)
+    _check_out_dtype(op, out_dtype, (torch.float16,))
+    _check_qkv(op, {"q": q, "k": k, "v": v}, torch.float16, "cuda")
+    return torch.ops.qflash.attention.default(q, k, v, preset=preset, out_dtype=out_dtype)
+
+
+# Fake (meta) implementations: shapes and dtypes only, for torch.compile and FakeTensor tracing.
+@torch.library.register_fake("qflash::attention_int8")
+def _attention_int8_fake(q8, k8, v8, q_scale, k_scale, v_scale, *, preset, out_dtype,
+                         softmax_scale):
+    return torch.empty(q8.shape, dtype=out_dtype, device=q8.device)
+
+
+@torch.library.register_fake("qflash::reference_int8")
+def _reference_int8_fake(q8, k8, v8, q_scale, k_scale, v_scale, *, preset, out_dtype,
+                         softmax_scale):
+    return torch.empty(q8.shape, dtype=out_dtype, device=q8.device)
+
+
+@torch.library.register_fake("qflash::attention")
+def _attention_fake(q, k, v, *, preset, out_dtype):
+    return torch.empty(q.shape, dtype=torch.float16, device=q.device)
