@@ -13,6 +13,7 @@
 #include "qflash/core/dyadic.hpp"
 #include "qflash/core/fixed_point.hpp"
 #include "qflash/core/float16.hpp"
+#include "qflash/core/int8_quantize.hpp"
 #include "qflash/core/int_traits.hpp"
 #include "qflash/core/status.hpp"
 #include "qflash/core/tile.hpp"

@@ -25,6 +25,7 @@
 #include "qflash/attention/problem.hpp"
 #include "qflash/core/concepts.hpp"
 #include "qflash/core/float16.hpp"
+#include "qflash/core/int8_quantize.hpp"
 #include "qflash/core/status.hpp"
 #include "qflash/policy/calibrate.hpp"
 
@@ -90,10 +91,6 @@ __global__ void amax_kernel(const QkvViews<T> views, float* amax, std::int64_t c
   }
 }
 
-QFLASH_DEVICE float symmetric_scale(float amax) {
-  return amax == 0.0f ? 1.0f : __fdiv_rn(amax, 127.0f);
-}
-
 /// Block (zh, t): int8 codes of the (z, h) slice of tensor t; the z == 0 blocks also publish the
 /// scale of their slot.
 template <class T>
@@ -108,11 +105,8 @@ __global__ void quantize_kernel(const QkvViews<T> views, const float* amax, floa
   const T* slice = x.data + z * x.stride_batch + h * x.stride_head;
   std::int8_t* out_slice = out.data + z * out.stride_batch + h * out.stride_head;
   for_each_slice_element(x.seq, x.dim, [&](std::int64_t n, int d) {
-    const float rounded =
-        rintf(__fdiv_rn(to_float(slice[n * x.stride_seq + d * x.stride_dim]), scale));
-    const float clamped = isnan(rounded) ? 0.0f : fminf(fmaxf(rounded, -127.0f), 127.0f);
     out_slice[n * out.stride_seq + d * out.stride_dim] =
-        static_cast<std::int8_t>(__float2int_rn(clamped));
+        quantize_value(to_float(slice[n * x.stride_seq + d * x.stride_dim]), scale);
   });
   if (threadIdx.x == 0 && z == 0 && (count != 1 || h == 0)) scales[slot] = scale;
 }

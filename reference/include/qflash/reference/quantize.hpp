@@ -20,6 +20,7 @@
 #include "qflash/attention/validate.hpp"
 #include "qflash/core/dyadic.hpp"
 #include "qflash/core/float16.hpp"
+#include "qflash/core/int8_quantize.hpp"
 #include "qflash/core/int_traits.hpp"
 #include "qflash/core/status.hpp"
 #include "qflash/policy/calibrate.hpp"
@@ -31,17 +32,10 @@ namespace qflash::reference {
 // Scales
 // ---------------------------------------------------------------------------------------------
 
-/// Largest magnitude of a symmetric int8 code: codes are in [-127, 127] (-128 is never produced).
-inline constexpr int kInt8Limit = 127;
-
-/// The symmetric int8 scale of a tensor whose largest magnitude is `amax` (real value = scale *
-/// code): `amax / 127.0f`, one binary32 division rounded to nearest even; 1.0f when amax == 0
-/// (an all-zero tensor quantizes to zeros at any scale). An amax below 127 * 2^-149 underflows to
-/// a zero scale, and a NaN or infinite amax gives a NaN or infinite scale: `quantize` rejects
-/// those with Status::invalid_scale.
-inline float symmetric_scale(float amax) noexcept {
-  return amax == 0.0f ? 1.0f : amax / static_cast<float>(kInt8Limit);
-}
+/// The int8 code limit and the scale of a tensor: qflash::kInt8Limit and qflash::symmetric_scale
+/// (core/int8_quantize.hpp, shared with the device quantize pass).
+using qflash::kInt8Limit;
+using qflash::symmetric_scale;
 
 /// max |x| over every element of `x` (binary32, exact). NaN elements are ignored; 0 for an empty
 /// tensor (an extent of 0 or below). NaN, which no tensor yields otherwise, for a view that is not
@@ -96,15 +90,8 @@ inline std::vector<float> amax_per_head(const Tensor4<const float>& x) {
 // Quantize / dequantize
 // ---------------------------------------------------------------------------------------------
 
-/// One int8 code: clamp(nearbyint(x / scale), -127, 127), where x / scale is a binary32 division
-/// and nearbyint rounds half to even (the default floating-point environment). +-inf quotients
-/// clamp to +-127; a NaN quotient gives 0.
-inline std::int8_t quantize_value(float x, float scale) noexcept {
-  const float rounded = std::nearbyint(x / scale);
-  if (std::isnan(rounded)) return 0;
-  const float limit = static_cast<float>(kInt8Limit);
-  return static_cast<std::int8_t>(clamp(rounded, -limit, limit));
-}
+/// One int8 code: qflash::quantize_value (core/int8_quantize.hpp, shared with the device).
+using qflash::quantize_value;
 
 namespace detail {
 
