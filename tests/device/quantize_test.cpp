@@ -196,7 +196,7 @@ TEST_CASE("fp16 pipeline: a head that calibrate rejects outputs NaN or 0 and say
       std::size_t nans = 0;
       for (std::size_t i = 0; i < actual.size(); i += 2) {
         const auto bits = static_cast<std::uint16_t>(actual[i] | (actual[i + 1] << 8));
-        nans += std::isnan(half_bits_to_float(bits)) ? 1 : 0;
+        if (std::isnan(half_bits_to_float(bits))) ++nans;
       }
       CHECK(nans == actual.size() / 2);
     } else {
