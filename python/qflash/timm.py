@@ -254,14 +254,7 @@ def patch(model, *, preset="precise", scales=None, int_out_dtype=torch.int16, st
             raise NotImplementedError(msg)
         warnings.warn(msg, stacklevel=2)
     names = [n for n, _ in targets]
-    static = {}
-    if scales is not None:
-        unknown = sorted(set(scales) - set(names))
-        missing = [n for n in names if n not in scales]
-        if unknown or missing:
-            raise ValueError(f"{where}: scales must have one entry per patched module; unknown: "
-                             f"{unknown}, missing: {missing}")
-        static = {n: _check_triple(where, n, scales[n]) for n in names}
+    static = {} if scales is None else _checked_scales(where, scales, names)
     for name, m in targets:
         if not getattr(m, "_qflash_patched", False):
             # an instance-level forward (rare) is kept and restored by unpatch
@@ -301,6 +294,18 @@ def get_scales(model):
             if getattr(m, "_qflash_patched", False)}
 
 
+def _checked_scales(where, scales, names):
+    """{name: (q, k, v) scales} for exactly the modules `names`, each triple checked."""
+    if not isinstance(scales, dict):
+        raise TypeError(f"{where}: scales must be None or a dict, got {type(scales).__name__}")
+    unknown = sorted(set(scales) - set(names))
+    missing = [n for n in names if n not in scales]
+    if unknown or missing:
+        raise ValueError(f"{where}: scales must have one entry per patched module; unknown: "
+                         f"{unknown}, missing: {missing}")
+    return {n: _check_triple(where, n, scales[n]) for n in names}
+
+
 def set_scales(model, scales):
     """Set static scales ({name: triple} for every patched module) or None (dynamic path)."""
     _set_scales(model, scales, "qflash.timm.set_scales")
@@ -314,14 +319,7 @@ def _set_scales(model, scales, where):
         for m in mods.values():
             m._qflash_scales = None
         return
-    if not isinstance(scales, dict):
-        raise TypeError(f"{where}: scales must be None or a dict, got {type(scales).__name__}")
-    unknown = sorted(set(scales) - set(mods))
-    missing = [n for n in mods if n not in scales]
-    if unknown or missing:
-        raise ValueError(f"{where}: scales must have one entry per patched module; unknown: "
-                         f"{unknown}, missing: {missing}")
-    checked = {n: _check_triple(where, n, scales[n]) for n in mods}
+    checked = _checked_scales(where, scales, list(mods))
     for n, m in mods.items():
         _validate_for_preset(where, n, m, checked[n])
     for n, m in mods.items():
