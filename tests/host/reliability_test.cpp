@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Inputs that once returned Status::ok with a wrong answer or undefined behaviour: each is now
 // either served within its proven accuracy bound or rejected with a named status.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <qflash/qflash.hpp>
@@ -80,6 +81,7 @@ TEST_CASE("reliability: Precise rejects scales whose logits would saturate", "[r
       c.problem(), std::span<const ParamsOf<presets::Paper, std::int32_t>>(&paper, 1),
       std::span<const HeadScales>(&sc, 1), view);
   CHECK(r.violations == 0);
+  CHECK(r.unbounded == 0);  // a finite guarantee, not a vacuous one
   CHECK(std::fabs(out[0] / 65536.0 - 76.59) < 1.0);
 }
 
@@ -121,6 +123,47 @@ TEST_CASE("reliability: binary16 output rejects V scales that overflow or go sub
   CHECK(half_bits_to_float(one.bits) == Approx(Out::min_v_scale).epsilon(1e-3));
 }
 
+TEST_CASE("reliability: binary16 output stays finite at the largest V scale a preset accepts",
+          "[reliability]") {
+  // P and its row-sum weight round separately: per key P * 2^6 - weight <= 32 (exhaustive over
+  // every distance), which lets an output exceed max |V| by up to 6.2 % in a 32-key tile, so
+  // Precise's f16 limit is 65520 / max_output_v_units (482.1), below the policy's own 511.875.
+  using Exp = PolyExp2<2, 255, 6, 16>;
+  std::int32_t worst = 0;
+  for (std::int32_t u = 0; u <= Exp::kVisibleCap; ++u) {
+    const Exp2Value e = Exp::apply(u);
+    worst = std::max(worst, e.p * 64 - e.weight);
+  }
+  CHECK(worst <= 32);
+  CHECK(worst >= 31);  // the bound is reached: the margin is needed
+  const double precise_limit = 65520.0 / max_output_v_units<presets::Precise>();
+  CHECK(precise_limit == Approx(482.1).margin(0.05));
+  ParamsOf<presets::Precise, Float16> p{};
+  CHECK(calibrate_head<presets::Precise, OutputFor<presets::Precise, Float16>>(
+            0.01, 0.01, 500.0, 0.0, 0.125, 64, p) == Status::scale_out_of_range);
+  CHECK(calibrate_head<presets::Precise, OutputFor<presets::Precise, Float16>>(
+            0.01, 0.01, 482.0, 0.0, 0.125, 64, p) == Status::ok);
+  ParamsOf<presets::Paper, Float16> paper{};
+  CHECK(calibrate_head<presets::Paper, OutputFor<presets::Paper, Float16>>(
+            0.05, 0.05, 511.0, 0.0, 0.125, 64, paper) == Status::ok);
+  // The adversarial tile: the maximum key plus 31 keys whose P * 64 - weight is largest, V = 127
+  // everywhere: the output is 127 * (16320 + 31 * 64 P) / (16320 + 31 w), finite at 482.
+  std::int32_t worst_u = 0;
+  for (std::int32_t u = 0; u <= Exp::kVisibleCap; ++u) {
+    const Exp2Value e = Exp::apply(u);
+    if (e.p * 64 - e.weight == worst) {
+      worst_u = u;
+      break;
+    }
+  }
+  const Exp2Value e = Exp::apply(worst_u);
+  const std::int32_t acc = 127 * (255 + 31 * e.p);
+  const std::int64_t l = 16320 + 31 * std::int64_t{e.weight};
+  const auto o = DequantizeFloat16<>::apply(acc, l, p.output);
+  CHECK(std::isfinite(half_bits_to_float(o.bits)));
+  CHECK(half_bits_to_float(o.bits) > 127.0f * 482.0f);  // above max |V|: the margin was needed
+}
+
 TEST_CASE("reliability: hand-made HeadParams outside calibrate's ranges are rejected",
           "[reliability]") {
   using Cfg = presets::Precise;
@@ -158,6 +201,9 @@ TEST_CASE("reliability: hand-made HeadParams outside calibrate's ranges are reje
   CHECK(validate_head(bad_paper, c.d) == Status::invalid_params);
   bad_paper = paper;
   bad_paper.exp.exp_m = -(1 << 30);
+  CHECK(validate_head(bad_paper, c.d) == Status::invalid_params);
+  bad_paper = paper;
+  bad_paper.logit.r += 1;  // the bias converted with another R than the exponent uses
   CHECK(validate_head(bad_paper, c.d) == Status::invalid_params);
 }
 

@@ -12,13 +12,17 @@
 #include <cmath>
 #include <cstdint>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "qflash/attention/problem.hpp"
 #include "qflash/core/concepts.hpp"
 #include "qflash/core/config.hpp"
 #include "qflash/core/dyadic.hpp"
+#include "qflash/core/float16.hpp"
 #include "qflash/core/status.hpp"
+#include "qflash/policy/exp2.hpp"
+#include "qflash/policy/logit.hpp"
 
 namespace qflash {
 
@@ -42,6 +46,11 @@ QFLASH_HOST_DEVICE constexpr Status validate_head(const HeadParams<Cfg, Output>&
                                                   int head_dim) noexcept {
   Status s = Cfg::Logit::validate(prm.logit, head_dim);
   if (s == Status::ok) s = Cfg::Exp::validate(prm.exp);
+  if constexpr (std::is_same_v<typename Cfg::Logit, PaperLogit> &&
+                std::is_same_v<typename Cfg::Exp, PaperShiftExp2>) {
+    // Both convert with R = round(1 / sm_scale): one scale, one R.
+    if (s == Status::ok && prm.logit.r != prm.exp.r) s = Status::invalid_params;
+  }
   if (s == Status::ok) s = Output::validate(prm.output, Cfg::Exp::sum_bits);
   return s;
 }
@@ -55,6 +64,24 @@ Status validate_heads(std::span<const HeadParams<Cfg, Output>> params, std::int6
     if (s != Status::ok) return s;
   }
   return Status::ok;
+}
+
+/// The largest |output| a configuration can produce, in units of V's int8 codes: 128 for a row
+/// sum of P itself (sum_bits = 0). With sum_bits > 0, P and its weight round separately: per key
+/// P * 2^SB - weight <= 2^(SB-1) + 1/2, while the tile's maximum key is exact (P = Pmax, weight
+/// = Pmax 2^SB), so acc * 2^SB / l exceeds the largest |V| by at most the factor
+/// 1 + (block_n - 1) (2^(SB-1) + 1/2) / (Pmax 2^SB) (the merges scale acc and l alike); 2^-20
+/// more covers their half-unit roundings and the output's row multiplier. Precise: 135.9.
+template <KernelConfig Cfg>
+QFLASH_HOST_DEVICE constexpr double max_output_v_units() noexcept {
+  constexpr int sb = Cfg::Exp::sum_bits;
+  if constexpr (sb == 0) {
+    return 128.0 * (1.0 + 1.0 / 1048576.0);
+  } else {
+    constexpr double unit = static_cast<double>(std::int64_t{1} << sb);
+    return 128.0 * (1.0 + (Cfg::block_n - 1) * (unit / 2.0 + 0.5) / (Cfg::Exp::pmax * unit)) *
+           (1.0 + 1.0 / 1048576.0);
+  }
 }
 
 /// Calibrates one head from its scales (real value = scale * integer value).
@@ -82,6 +109,10 @@ QFLASH_HOST_DEVICE constexpr Status calibrate_head(double q_scale, double k_scal
       out_scale > 0.0 ? out_scale : v_scale / Output::default_scale_divisor();
   s = Output::calibrate(v_scale, resolved_out, Cfg::Exp::sum_bits, params.output);
   if (s != Status::ok) return s;
+  if constexpr (std::is_same_v<typename Output::value_type, Float16>) {
+    // binary16 reaches infinity from 65520 on: the largest output must stay below it.
+    if (!(v_scale * max_output_v_units<Cfg>() < 65520.0)) return Status::scale_out_of_range;
+  }
   out = params;
   return Status::ok;
 }

@@ -114,6 +114,8 @@ struct ExpErrorModel<PolyExp2<Degree, Pmax, SumBits, F>> {
   static HeadErrorModel make(double /*sm_scale*/, const LogitParams&, const ExpParams&) {
     HeadErrorModel m;
     m.logit_fixed = std::ldexp(1.0, -F);
+    m.bias_fixed = std::ldexp(1.0, -18 - (F - 16));  // the multiplier's error on a score gap
+                                                     // that a bias cancels: 1/4 unit
     m.logit_rel = std::ldexp(1.0, -30);
     m.p_high = mantissa_error();
     m.sliver_delta = 0.0;
@@ -128,7 +130,7 @@ struct ExpErrorModel<PolyExp2<Degree, Pmax, SumBits, F>> {
 /// PaperShiftExp2 with PaperLogit:
 ///  - a score distance is counted in units of R = round(1 / sm_scale): kappa = 1 / (R sm) - 1;
 ///    each converted bias rounds by 1/2 unit (1/R octaves per distance);
-///  - the linear fraction R (1 + f / 2) lies in [1, 1.0615] times R 2^-f;
+///  - the linear fraction R (1 - f / 2) lies in [1, 1.0615] times R 2^-f;
 ///  - the 16-bit octave estimate is off by one on a sliver of octave k of width at most
 ///    s = (k + 1) delta, delta = | |exp_m| R - 2^16 | / 2^16 < 1/8 (`octave_estimate_holds`),
 ///    where the value falls by at most 1 - (1 - s) 2^s (or 1 - (1 + s/2) 2^-s);
