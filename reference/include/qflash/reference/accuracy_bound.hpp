@@ -228,7 +228,7 @@ AccuracyReport check_accuracy(const AttentionProblem& p,
   AccuracyReport report;
   std::vector<double> exact_logit(static_cast<std::size_t>(nkv)), ideal(exact_logit.size());
   std::vector<char> visible(exact_logit.size());
-  std::vector<double> exact_num(udim);
+  std::vector<double> exact_num(udim), ideal_num(udim);
   detail::BoundSums tile;
 
   for (std::int64_t z = 0; z < p.q.batch; ++z) {
@@ -245,23 +245,22 @@ AccuracyReport check_accuracy(const AttentionProblem& p,
       const auto widened = [&](double rel, double octaves) {
         return (1.0 + rel) * std::exp2(2.0 * distance_error(octaves)) - 1.0;
       };
-      // |computed - exact| of a probability (P units / Pmax) or factor at `octaves` below its
-      // reference, exact value 2^-octaves.
-      const auto p_error = [&](double octaves, double abs_units, double unit) {
+      // |computed - exact| of a probability (P / Pmax) or a Q1.30 factor at `octaves` below its
+      // reference, exact value 2^-octaves: relative error up to `high` plus `near_abs` while
+      // visible, the value itself plus `far_abs` beyond (the larger where rounding straddles).
+      const auto error_at = [&](double octaves, double high, double near_abs, double far_abs) {
         const double w = std::exp2(-octaves), e = 2.0 * distance_error(octaves);
-        const double near = widened(m.relative(octaves, m.p_high), octaves) * w + abs_units / unit;
-        const double far = w + m.far_p_abs / pmax;
+        const double near = widened(m.relative(octaves, high), octaves) * w + near_abs;
+        const double far = w + far_abs;
         if (octaves + e < m.visible_octaves) return near;
         if (octaves - e >= m.visible_octaves) return far;
         return std::fmax(near, far);
       };
+      const auto p_error = [&](double octaves, double abs_units, double unit) {
+        return error_at(octaves, m.p_high, abs_units / unit, m.far_p_abs / pmax);
+      };
       const auto factor_error = [&](double octaves) {
-        const double f = std::exp2(-octaves), e = 2.0 * distance_error(octaves);
-        const double near = widened(m.relative(octaves, m.factor_high), octaves) * f + m.factor_abs;
-        const double far = f + m.far_factor_abs;
-        if (octaves + e < m.visible_octaves) return near;
-        if (octaves - e >= m.visible_octaves) return far;
-        return std::fmax(near, far);
+        return error_at(octaves, m.factor_high, m.factor_abs, m.far_factor_abs);
       };
 
       for (std::int64_t i = 0; i < nq; ++i) {
@@ -290,7 +289,7 @@ AccuracyReport check_accuracy(const AttentionProblem& p,
           if (visible[static_cast<std::size_t>(j)])
             ideal_max = std::fmax(ideal_max, ideal[static_cast<std::size_t>(j)]);
         }
-        std::vector<double> ideal_num(udim, 0.0);
+        std::fill(ideal_num.begin(), ideal_num.end(), 0.0);
         for (std::int64_t j = 0; j < nkv; ++j) {
           const auto uj = static_cast<std::size_t>(j);
           if (!visible[uj]) continue;
