@@ -150,6 +150,8 @@ TEST_CASE("flash_step: blocks of random tiles equal the per-row emulation", "[fl
     // Paper's 16-bit octave estimate needs 1 / sm_scale below about 2^14 (docs/numerics.md).
     check_flash_step<presets::Paper, 4, 32, 32>(rng, std::max(qk, 0.02));
     check_flash_step<presets::Precise, 2, 64, 32>(rng, qk);
+    check_flash_step<presets::Fast, 4, 64, 64>(rng, qk);
+    check_flash_step<presets::FastT<32>, 2, 32, 32>(rng, qk);
   }
 }
 
@@ -401,7 +403,9 @@ TEST_CASE("flash_step: the reference on N not a multiple of block_n", "[flash_st
     check_ragged<presets::Precise, std::int8_t>(rng, n, 64, 0.03);
     check_ragged<presets::Paper, std::int8_t>(rng, n, 32, 0.03);
     check_ragged<presets::PreciseCubic, std::int16_t>(rng, n, 32, 0.01);
+    check_ragged<presets::Fast, std::int8_t>(rng, n, 64, 0.03);
   }
+  check_ragged<presets::Fast, qflash::Float16>(rng, 33, 80, 0.02);
   check_ragged<presets::Precise, qflash::Float16>(rng, 33, 80, 0.02);
   check_ragged<presets::Precise, std::int32_t>(rng, 49, 96, 0.02);
   check_ragged<presets::Paper, std::int16_t>(rng, 65, 128, 0.03);

@@ -312,6 +312,7 @@ TEST_CASE("reference errors: every invalid call returns its Status and writes no
   SECTION("Precise, s8") { check_all_errors<presets::Precise, std::int8_t>(); }
   SECTION("Paper, s16") { check_all_errors<presets::Paper, std::int16_t>(); }
   SECTION("PreciseCubic, fp16") { check_all_errors<presets::PreciseCubic, Float16>(); }
+  SECTION("Fast, s8") { check_all_errors<presets::Fast, std::int8_t>(); }
 }
 
 TEST_CASE("reference errors: sequences above max_keys are rejected before any read",
@@ -356,6 +357,7 @@ TEST_CASE("reference errors: sequences above max_keys are rejected before any re
   check_config(presets::Precise{}, 65793);
   check_config(presets::PreciseCubic{}, 65793);
   check_config(presets::Paper{}, 132104);
+  check_config(presets::Fast{}, 32896);
 }
 
 // detail::is_non_overlapping once multiplied stride * extent in int64 without an overflow check:

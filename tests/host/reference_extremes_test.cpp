@@ -55,7 +55,8 @@ constexpr bool kHighMul = HighMulParams<typename Cfg::Logit::Params>;
 /// The float adjacent to the boundary of "calibrate(q = k = s) is ok" (and, for the
 /// high-multiply logits, L >= 1), on the ok side.
 template <class Cfg>
-float boundary_scale(float ok_value, float bad_value, int d) {
+float boundary_scale(float ok_value, float bad_value, int d,
+                     Status beyond_status = Status::scale_out_of_range) {
   auto ok = [d](float s) {
     ParamsOf<Cfg, std::int8_t> p{};
     const bool calibrated = calibrate_one<Cfg, std::int8_t>(s, s, 0.05f, d, p) == Status::ok;
@@ -66,12 +67,11 @@ float boundary_scale(float ok_value, float bad_value, int d) {
     }
   };
   const float edge = qflash::test::boundary(ok_value, bad_value, ok);
-  // The next float beyond fails with scale_out_of_range (not with some other status).
+  // The next float beyond fails with the range status (not with some other status).
   if constexpr (!kHighMul<Cfg>) {
     ParamsOf<Cfg, std::int8_t> p{};
     const float beyond = std::nextafter(edge, bad_value);  // the adjacent float past the edge
-    CHECK(calibrate_one<Cfg, std::int8_t>(beyond, beyond, 0.05f, d, p) ==
-          Status::scale_out_of_range);
+    CHECK(calibrate_one<Cfg, std::int8_t>(beyond, beyond, 0.05f, d, p) == beyond_status);
   }
   return edge;
 }
@@ -82,7 +82,11 @@ struct Scales {
 
 template <class Cfg>
 Scales representable_scales(int d) {
-  if constexpr (kHighMul<Cfg>) {
+  if constexpr (std::is_same_v<typename Cfg::Logit, ScaledLog2Logit>) {
+    // Fast: no int8 score past 2^29 Q16 units above; the multiplier rounds to 0 below.
+    return Scales{0.05f, boundary_scale<Cfg>(0.05f, 1e30f, d, Status::logit_range_exceeded),
+                  boundary_scale<Cfg>(0.05f, 1e-30f, d, Status::scale_out_of_range)};
+  } else if constexpr (kHighMul<Cfg>) {
     // Every tiny scale is representable (all logits become 0); 1e6 is far beyond L >= 1 but
     // below the scales that hang.
     return Scales{0.05f, boundary_scale<Cfg>(0.05f, 1e6f, d),
@@ -159,6 +163,7 @@ TEST_CASE(
   SECTION("Precise") { check_uniform_all_outputs<presets::Precise>(70); }
   SECTION("PreciseCubic") { check_uniform_all_outputs<presets::PreciseCubic>(70); }
   SECTION("Paper") { check_uniform_all_outputs<presets::Paper>(70); }
+  SECTION("Fast") { check_uniform_all_outputs<presets::Fast>(70); }
 }
 
 TEST_CASE("extremes: the representable scale range of each preset", "[extremes]") {
@@ -194,6 +199,14 @@ TEST_CASE("extremes: the representable scale range of each preset", "[extremes]"
     REQUIRE(PaperShiftExp2::calibrate(sm(x), e) == Status::ok);
     CHECK(PaperShiftExp2::octave_estimate_holds(e.r, e.exp_m));
   }
+  // Fast: the largest int8 score at most 2^29 Q16 units (sm_scale <= 2^13 / 2^21 at D = 128);
+  // the multiplier M = round(sm_scale 2^(48 - a)), a = 9, at least 1.
+  const Scales fast = representable_scales<presets::Fast>(128);
+  INFO("Fast [" << fast.smallest << ", " << fast.largest << "]");
+  CHECK(sm(fast.largest) <= std::ldexp(1.0, -8));
+  CHECK(sm(fast.largest) > std::ldexp(1.0, -8) * 0.9999);
+  CHECK(sm(fast.smallest) >= std::ldexp(1.0, -40) * 0.9999);
+  CHECK(sm(fast.smallest) < std::ldexp(1.0, -40) * 1.0001);
 }
 
 // At the smallest scale the Paper preset accepts, uniform attention over V = 127 still outputs
@@ -264,6 +277,11 @@ TEST_CASE("extremes: one dominant logit at the largest scale selects its V row e
       check_dominant_at<presets::Paper, std::int8_t>(s, n, nullptr);
       check_dominant_at<presets::Paper, std::int16_t>(s, n, nullptr);
     }
+    const Scales fast = representable_scales<presets::Fast>(128);
+    for (const float s : {fast.typical, fast.largest}) {
+      check_dominant_at<presets::Fast, std::int8_t>(s, n, nullptr);
+      check_dominant_at<presets::Fast, std::int32_t>(s, n, nullptr);
+    }
     // Saturated biases: INT32_MAX on the star key, INT32_MIN on the others (which all tie with
     // it in Q K^T), at the typical and the largest scale: no overflow, the star wins.
     std::vector<std::int32_t> bias(static_cast<std::size_t>(3 * n),
@@ -275,6 +293,9 @@ TEST_CASE("extremes: one dominant logit at the largest scale selects its V row e
     }
     for (const float s : {paper.typical, paper.largest}) {
       check_dominant_at<presets::Paper, std::int8_t>(s, n, &bias);
+    }
+    for (const float s : {fast.typical, fast.largest}) {
+      check_dominant_at<presets::Fast, std::int8_t>(s, n, &bias);
     }
   }
 }
@@ -337,6 +358,8 @@ TEST_CASE("extremes: Nkv = max_keys with all -128 fills the int32 accumulator wi
           "[extremes][slow]") {
   SECTION("Precise, s32, -128") { check_max_keys<presets::Precise, std::int32_t>(-128); }
   SECTION("Paper, s8, -128") { check_max_keys<presets::Paper, std::int8_t>(-128); }
+  SECTION("Fast, s8, -128") { check_max_keys<presets::Fast, std::int8_t>(-128); }
+  SECTION("Fast, s32, 127") { check_max_keys<presets::Fast, std::int32_t>(127); }
 }
 
 namespace {

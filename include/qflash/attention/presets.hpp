@@ -38,12 +38,29 @@ struct PreciseT {
   static constexpr int block_n = 32;
 };
 
+/// The in-place numerics: Q16 log2 logits from one multiply (no clamp), an ascending quadratic
+/// exp2 (0.268 % max error) whose octave is one multiply, P against a per-row frame that
+/// follows the tile maxima in whole octaves (FrameSoftmax: about the P resolution of tile-local
+/// maxima, with P V accumulated in place), P itself as the row-sum weight. The CUDA kernel for
+/// it sums P with the tensor cores (device/in_place_kernel.cuh).
+template <int BlockN>
+struct FastT {
+  using Logit = ScaledLog2Logit;
+  using Exp = AscendingPolyExp2<255>;
+  using Softmax = FrameSoftmax<Exp>;
+  static constexpr Rounding output_rounding = Rounding::half_away_from_zero;
+  static constexpr int block_n = BlockN;
+};
+using Fast = FastT<64>;
+
 using Precise = PreciseT<2>;       ///< quadratic exp2 (0.27 % max error)
 using PreciseCubic = PreciseT<3>;  ///< cubic exp2 (0.012 % max error)
 
 static_assert(KernelConfig<Paper>);
 static_assert(KernelConfig<Precise>);
 static_assert(KernelConfig<PreciseCubic>);
+static_assert(InPlaceConfig<Fast>);
+static_assert(!InPlaceConfig<Precise> && !InPlaceConfig<Paper>);
 
 }  // namespace qflash::presets
 

@@ -89,4 +89,32 @@ concept KernelConfig = LogitPolicy<typename C::Logit> && Exp2Policy<typename C::
   { C::output_rounding } -> std::convertible_to<Rounding>;
 } &&(C::block_n == 32 || C::block_n == 64 || C::block_n == 128);
 
+/// What a softmax policy declares about itself (specialize for your own policy; never probed).
+/// `accumulates_in_place`: a merge is acc = rescale(acc, state factor) + P V with the tile
+/// factor always 1 (merge_element and merge_row say how), so a kernel can rescale its
+/// accumulators first and let the P V mma add into them directly.
+template <class S>
+struct SoftmaxTraits {
+  static constexpr bool accumulates_in_place = false;
+};
+
+/// A configuration the in-place kernel (device/in_place_kernel.cuh) serves: its softmax
+/// declares `accumulates_in_place` and has the frame rescale (`frame_move`, `rescale_biased`),
+/// the logit has the offset form (t + c in one multiply-add, non-decreasing in the score) and
+/// the exp the headroom form (v = kHeadroom - u -> one 64-bit product whose high word gives p
+/// and weight). A configuration that declares the trait but lacks a hook does not compile.
+template <class C>
+concept InPlaceConfig = KernelConfig<C> &&
+    SoftmaxTraits<typename C::Softmax>::accumulates_in_place &&
+    requires(std::int32_t x, std::uint32_t w, std::uint64_t a, const typename C::Logit::Params& lp,
+             const typename C::Exp::Params& ep) {
+  { C::Logit::apply_offset(x, x, lp) } -> std::same_as<std::int32_t>;
+  { C::Exp::product(x) } -> std::same_as<std::uint64_t>;
+  { C::Exp::from_high_word(w) } -> std::same_as<Exp2Value>;
+  { C::Exp::kHeadroom } -> std::convertible_to<std::int32_t>;
+  { C::Softmax::frame_move(x, x, ep) } -> std::same_as<MergeFactors>;
+  { C::Softmax::biased_addend(x, x) } -> std::same_as<std::uint64_t>;
+  { C::Softmax::rescale_biased(w, a, x, x) } -> std::same_as<std::uint32_t>;
+};
+
 }  // namespace qflash

@@ -218,6 +218,117 @@ struct PolyExp2 {
   }
 };
 
+/// Polynomial exp2 with the octave applied by one multiply: the exp of the in-place kernel.
+///
+/// - In: u >= 0 in Q16 octaves below the reference (u < 0 is treated as 0). The work runs on
+///   the headroom form v = H - u, H = (9 + SumBits) * 2^16 (`kHeadroom`), which the in-place
+///   kernel gets from the logit's multiply-add (`ScaledLog2Logit::apply_offset`, offset H - F).
+/// - Split: w = v >> 16 (arithmetic, <= 9 + SumBits), x = (v mod 2^16) / 2^16 as f_high = v << 16.
+/// - Mantissa: E = A0 (1 + c1 x + c2 x^2) ~ A0 * 2^x in [A0, 2 A0), A0 = Pmax * 2^23, by two
+///   unsigned high multiplies in ascending Horner form (B1 = A1 + hi(f_high * A2), E = A0 +
+///   hi(f_high * B1), both floor); c1 = 0.660234, c2 = 1 - c1 (A2 = A0 - A1: E reaches 2 A0 at
+///   the octave's end and never decreases in x, so P and the weight are monotone in u, tested).
+///   Max relative error of the polynomial: 0.268 %.
+/// - One product X = E * 2^w + R (64 bits; 2^w = 0 for w < 0, i.e. u > 9 + SumBits octaves,
+///   where p * 2^SumBits < 1/2), R = 2^(31 + SumBits) + 2^31, so that with p = Pmax 2^-u:
+///     weight = (X >> 32) - 2^(SumBits-1) = floor(p 2^SumBits + 1/2)    (round half up)
+///     p      = X >> (32 + SumBits)       = floor(p + 1/2 + 2^-(SumBits+1)) in [0, Pmax]
+///   P V sees P; the row sum sees the weight (SumBits more bits, unbiased rounding).
+/// - Cost on the GPU: three shifts (w, 2^w, f_high), two IMAD.HI, one IMAD.WIDE.U32 and the
+///   shift of P per score; the weight is the product's high word.
+template <int Pmax = 255, int SumBits = 6>
+struct AscendingPolyExp2 {
+  static_assert(Pmax >= 1 && Pmax <= 255, "AscendingPolyExp2: Pmax must be in [1, 255]");
+  static_assert(SumBits >= 1 && SumBits <= 8, "AscendingPolyExp2: SumBits must be in [1, 8]");
+  struct Params {  ///< no runtime constants
+    friend constexpr bool operator==(const Params&, const Params&) = default;
+  };
+
+  static constexpr int pmax = Pmax;
+  static constexpr int sum_bits = SumBits;
+  static constexpr int fraction_bits = 16;
+  /// v = kHeadroom - u: w = v >> 16 is the left shift of E, 9 + SumBits at u = 0.
+  static constexpr std::int32_t kHeadroom = std::int32_t{9 + SumBits} << 16;
+  /// The rounding addend R of the product (see the class comment).
+  static constexpr std::uint64_t kRounding =
+      (std::uint64_t{1} << (31 + SumBits)) + (std::uint64_t{1} << 31);
+  /// weight = (X >> 32) - kWeightOffset.
+  static constexpr std::int32_t kWeightOffset = std::int32_t{1} << (SumBits - 1);
+
+  static constexpr double c1 = 0.660234;
+  /// A0 = Pmax * 2^23, A1 = round(c1 A0), A2 = A0 - A1.
+  static constexpr std::uint32_t a0 = static_cast<std::uint32_t>(Pmax) << 23;
+  static constexpr std::uint32_t a1 =
+      static_cast<std::uint32_t>(detail::constant_round(c1 * static_cast<double>(a0)));
+  static constexpr std::uint32_t a2 = a0 - a1;
+  /// The same polynomial for the Q1.30 rescale factor (A0 = 2^30).
+  static constexpr std::uint32_t r0 = std::uint32_t{1} << 30;
+  static constexpr std::uint32_t r1 =
+      static_cast<std::uint32_t>(detail::constant_round(c1 * static_cast<double>(r0)));
+  static constexpr std::uint32_t r2 = r0 - r1;
+
+  /// c0 * 2^x in [c0, 2 c0) for x = f_high / 2^32 (c2k = c0 - c1k): partial sums < 2 c0 <= 2^32.
+  QFLASH_HOST_DEVICE static constexpr std::uint32_t mantissa(std::uint32_t f_high, std::uint32_t c0,
+                                                             std::uint32_t c1k,
+                                                             std::uint32_t c2k) noexcept {
+    // c + hi(f * m) as one 64-bit multiply-add (c * 2^32 never carries out: sums < 2^32); the
+    // GPU keeps the constant addends in uniform registers this way.
+    const auto step = [f_high](std::uint32_t m, std::uint32_t c) {
+      return static_cast<std::uint32_t>((std::uint64_t{f_high} * m + (std::uint64_t{c} << 32)) >>
+                                        32);
+    };
+    return step(step(c2k, c1k), c0);
+  }
+
+  /// 2^w for w in [0, 31], 0 otherwise (shl.b32 semantics: the count is read as unsigned).
+  QFLASH_HOST_DEVICE static constexpr std::uint32_t power_of_two(std::int32_t w) noexcept {
+#if defined(__CUDA_ARCH__)
+    std::uint32_t r;
+    asm("shl.b32 %0, %1, %2;" : "=r"(r) : "r"(1u), "r"(w));
+    return r;
+#else
+    return static_cast<std::uint32_t>(w) < 32u ? 1u << w : 0u;
+#endif
+  }
+
+  /// The product X = E * 2^w + R from the headroom form v (any int32 v; p <= Pmax for
+  /// v <= kHeadroom, the only case `apply` and the kernel produce).
+  QFLASH_HOST_DEVICE static constexpr std::uint64_t product(std::int32_t v) noexcept {
+    const std::uint32_t e = mantissa(static_cast<std::uint32_t>(v) << 16, a0, a1, a2);
+    return static_cast<std::uint64_t>(e) * power_of_two(v >> 16) + kRounding;
+  }
+  /// p and weight from the product's high word (X >> 32).
+  QFLASH_HOST_DEVICE static constexpr Exp2Value from_high_word(std::uint32_t high) noexcept {
+    return Exp2Value{static_cast<std::int32_t>(high >> SumBits),
+                     static_cast<std::int32_t>(high) - kWeightOffset};
+  }
+  QFLASH_HOST_DEVICE static constexpr Exp2Value from_headroom(std::int32_t v) noexcept {
+    return from_high_word(static_cast<std::uint32_t>(product(v) >> 32));
+  }
+
+  /// round(Pmax * 2^(-u / 2^16)) up to the polynomial; every int32 u (u < 0 counts as 0).
+  QFLASH_HOST_DEVICE static constexpr Exp2Value apply(std::int32_t u, Params = {}) noexcept {
+    return from_headroom(kHeadroom - (u < 0 ? 0 : u));  // > -2^31 for every u: no overflow
+  }
+
+  /// 2^(-d / 2^16) in Q1.30 for d >= 0 (d < 0 counts as 0): 2^30 * 2^x * 2^w with w = (-d) >> 16,
+  /// rounded half up; exactly 2^30 at d = 0 and exactly 2^(30 - k) at d = k * 2^16.
+  QFLASH_HOST_DEVICE static constexpr std::int32_t rescale_q30(std::int32_t d,
+                                                               Params = {}) noexcept {
+    const std::int32_t v = -(d < 0 ? 0 : d);  // in [-(2^31 - 1), 0]
+    const std::uint32_t e = mantissa(static_cast<std::uint32_t>(v) << 16, r0, r1, r2);  // < 2^31
+    return static_cast<std::int32_t>(round_shift_nonneg(e, -(v >> 16)));
+  }
+
+  QFLASH_HOST_DEVICE static constexpr Status validate(const Params& /*prm*/) noexcept {
+    return Status::ok;
+  }
+  QFLASH_HOST_DEVICE static constexpr Status calibrate(double /*octaves_per_unit*/,
+                                                       Params& /*out*/) noexcept {
+    return Status::ok;
+  }
+};
+
 /// The published QFlash exp2 (`exp2_i32_shift` + `requantize`), with its defects fixed.
 ///
 /// Units: u is in raw Q K^T units (the logit policy is `PaperLogit`); R = round(1 / sm_scale)

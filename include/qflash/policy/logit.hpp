@@ -137,6 +137,93 @@ struct Log2Logit {
   }
 };
 
+/// Scores into Q16 octaves with one signed 32-bit high multiply, no clamp:
+///   t = floor((S << a) * M / 2^32) + bias,   M * 2^a / 2^32 ~ sm_scale * 2^16
+///
+/// - In: S, exact int32 Q K^T (|S| <= 2^14 * D); bias in Q16 octaves (saturated at +-2^28).
+/// - Params (from `calibrate`): a pre-shift a, the largest with 2^14 D * 2^a < 2^31 (so S << a
+///   cannot overflow: a = 10 at D = 64, 9 at D = 128), and M = round(sm_scale * 2^(48 - a)) in
+///   [1, 2^31). M's rounding moves a logit by at most 2^30 * 0.5 / 2^32 = 1/8 of a Q16 unit.
+/// - Range: `calibrate` requires |t - bias| <= 2^29 for every int8 score, the range that
+///   `Log2Logit` accepts (sm_scale <= 1 / (4 D) octaves per unit), else logit_range_exceeded;
+///   so |t| <= 2^29 + 2^28 and every distance below a row maximum is below 2^31.
+/// - Rounding: floor (the discarded low word). t is non-decreasing in S, so without a bias the
+///   largest logit of a row is the logit of its largest score (one max on raw scores).
+/// - Offset form: `apply_offset(S, c)` = t + c for a bias-free score, one IMAD.HI with addend
+///   on the GPU after the shift: the in-place kernel adds (headroom - row maximum) there.
+struct ScaledLog2Logit {
+  struct Params {
+    std::int32_t multiplier;  ///< M in [1, 2^31)
+    std::int32_t pre_shift;   ///< a in [0, 16]
+    friend constexpr bool operator==(const Params&, const Params&) = default;
+  };
+  static constexpr int fraction_bits = 16;
+
+  /// A Q16-octave bias, saturated at +-2^28.
+  QFLASH_HOST_DEVICE static constexpr std::int32_t convert_bias(std::int32_t bias) noexcept {
+    return clamp(bias, -kLogitHalfRange, kLogitHalfRange);
+  }
+
+  /// floor((S << a) * M / 2^32) + offset. S << a wraps (defined) outside |S| <= 2^14 D.
+  QFLASH_HOST_DEVICE static constexpr std::int32_t apply_offset(std::int32_t score,
+                                                                std::int32_t offset,
+                                                                const Params& prm) noexcept {
+    const auto shifted =
+        static_cast<std::int32_t>(static_cast<std::uint32_t>(score) << prm.pre_shift);
+    return mul_high(shifted, prm.multiplier) + offset;
+  }
+
+  QFLASH_HOST_DEVICE static constexpr std::int32_t apply(std::int32_t score, std::int32_t bias,
+                                                         const Params& prm) noexcept {
+    return apply_offset(score, convert_bias(bias), prm);
+  }
+
+  /// The pre-shift for head dim D: the largest a with 2^14 D * 2^a < 2^31.
+  QFLASH_HOST_DEVICE static constexpr std::int32_t pre_shift_for(int head_dim) noexcept {
+    std::int32_t a = 0;
+    while ((max_abs_score(head_dim) << (a + 1)) < (std::int64_t{1} << 31)) ++a;
+    return a;
+  }
+
+  /// The largest |t - bias| over int8 scores: floor(2^14 D * 2^a * M / 2^32) + 1 (the floor
+  /// of a negative product rounds away from zero).
+  QFLASH_HOST_DEVICE static constexpr std::int64_t logit_bound(const Params& prm,
+                                                               int head_dim) noexcept {
+    return ((max_abs_score(head_dim) << prm.pre_shift) * prm.multiplier >> 32) + 1;
+  }
+
+  /// invalid_params unless a = pre_shift_for(D), M in [1, 2^31) and |t - bias| <= 2^29.
+  QFLASH_HOST_DEVICE static constexpr Status validate(const Params& prm, int head_dim) noexcept {
+    if (head_dim <= 0 || head_dim > 1024 || prm.pre_shift != pre_shift_for(head_dim) ||
+        prm.multiplier < 1) {
+      return Status::invalid_params;
+    }
+    return logit_bound(prm, head_dim) <= (std::int64_t{1} << 29) ? Status::ok
+                                                                 : Status::invalid_params;
+  }
+
+  /// invalid_scale for zero, negative, NaN or infinite sm_scale; scale_out_of_range when M
+  /// rounds to 0 (sm_scale < 2^-(49 - a): every logit of a row within 1/8 unit of the others is
+  /// not what the caller asked for); logit_range_exceeded when some int8 score would leave
+  /// |t| <= 2^29.
+  QFLASH_HOST_DEVICE static constexpr Status calibrate(double sm_scale, int head_dim,
+                                                       Params& out) noexcept {
+    if (!is_positive_finite(sm_scale)) return Status::invalid_scale;
+    if (head_dim <= 0 || head_dim > 1024) return Status::logit_range_exceeded;
+    Params prm{0, pre_shift_for(head_dim)};
+    // sm_scale * 2^(48 - a) by exact power-of-two multiplications.
+    double m = sm_scale;
+    for (int i = 0; i < 48 - prm.pre_shift; ++i) m *= 2.0;
+    if (!(m < 2147483647.5)) return Status::logit_range_exceeded;
+    const std::int64_t rounded = round_to_int64(m);
+    if (rounded < 1) return Status::scale_out_of_range;
+    prm.multiplier = static_cast<std::int32_t>(rounded);
+    if (logit_bound(prm, head_dim) > (std::int64_t{1} << 29)) return Status::logit_range_exceeded;
+    out = prm;
+    return Status::ok;
+  }
+};
+
 /// Raw Q K^T units, as the published QFlash kernel: t = S + round(bias * R / 2^16).
 ///
 /// The bias conversion uses R = round(1 / sm_scale) (units per octave), the same R as

@@ -29,6 +29,7 @@
 
 #include <cstdint>
 
+#include "qflash/core/concepts.hpp"
 #include "qflash/core/config.hpp"
 #include "qflash/core/fixed_point.hpp"
 #include "qflash/core/int_traits.hpp"
@@ -49,6 +50,9 @@ struct RowState {
 struct MergeFactors {
   std::int32_t state_q30;  ///< applied to the accumulator carried so far, in [0, 2^30]
   std::int32_t tile_q30;   ///< applied to this tile's P V, in [0, 2^30]
+  /// The state's rescale is round(acc * state_q30 / 2^state_shift): 30 for OnlineSoftmax;
+  /// FrameSoftmax lowers it for an exact left shift (state_q30 = 2^30, shift 30 - k: acc * 2^k).
+  std::int32_t state_shift = 30;
 };
 
 template <class Exp, MaxMode Mode>
@@ -152,6 +156,111 @@ struct OnlineSoftmax {
                                                scale_state ? f.state_q30 : f.tile_q30);
     return static_cast<std::uint32_t>(scaled) + (scale_state ? pv_biased : acc_biased);
   }
+};
+
+/// The online softmax of the in-place kernel: P against a per-row *frame* that follows each
+/// tile's maximum down as well as up, so that every tile gets the P resolution of tile-local
+/// maxima while P V accumulates in place (the accumulators move to the new frame first).
+///
+/// - Frame F (RowState::max): the reference of this tile's P is F' = max(tile max,
+///   F - k_max * 2^16) (the tile max on the first tile), k_max = 20 + sum_bits - bit_width(L)
+///   whole octaves of headroom for the row sum L: the tile max whenever L leaves room.
+/// - Merge: acc = rescale(acc, F -> F') + P V and L = rescale(L, F -> F') + tile sum. Up
+///   (F' > F): factor 2^-(F' - F) in Q1.30, shift 30. Down by d = F - F' > 0: k = ceil(d / 2^16)
+///   <= k_max octaves, factor 2^-(k 2^16 - d) in Q1.30, shift 30 - k in [2, 29]. Round half up.
+/// - Overflow: a visible P >= 1 has weight >= 2^(sum_bits-1) and P <= 4 weight / 2^sum_bits, so
+///   |acc| <= 128 * (4 L / 2^sum_bits + rounding); a move down keeps L 2^k < 2^(20 + sum_bits),
+///   i.e. that part below 2^29, and Nkv <= max_keys = 2^23 / Pmax keeps what later keys add
+///   below 2^30: |acc| < 2^31. L < 2^(20 + sum_bits) + Pmax 2^sum_bits max_keys < 2^31.
+template <class Exp>
+struct FrameSoftmax {
+  static_assert(Exp::sum_bits >= 1 && Exp::sum_bits <= 8, "FrameSoftmax: sum_bits in [1, 8]");
+  using exp_policy = Exp;
+  static constexpr MaxMode max_mode = MaxMode::running;  ///< P depends on the row state
+  static constexpr std::int64_t max_keys = (std::int64_t{1} << 23) / Exp::pmax;
+  /// A move down keeps L * 2^k below 2^kHeadroomBits.
+  static constexpr int kHeadroomBits = 20 + Exp::sum_bits;
+
+  /// Whole octaves the frame may move down for a row sum `sum` (0 when it has no headroom).
+  QFLASH_HOST_DEVICE static constexpr std::int32_t headroom_octaves(std::int64_t sum) noexcept {
+    const int room = kHeadroomBits - bit_width(static_cast<std::uint64_t>(sum < 0 ? 0 : sum));
+    return room < 0 ? 0 : room;
+  }
+
+  /// The frame this tile's P is quantized against (see the class comment).
+  QFLASH_HOST_DEVICE static constexpr std::int32_t reference_max(const RowState& row,
+                                                                 std::int32_t tile_max) noexcept {
+    if (!row.started) return tile_max;
+    // F - k_max 2^16 >= F - 28 * 2^16 > -2^31 (|F| <= 2^29 + 2^28).
+    return max(tile_max, row.max - (headroom_octaves(row.sum) << 16));
+  }
+
+  /// The rescale from frame `from` to frame `to` (MergeFactors::state_q30 / state_shift).
+  QFLASH_HOST_DEVICE static constexpr MergeFactors frame_move(
+      std::int32_t from, std::int32_t to, const typename Exp::Params& exp_params) noexcept {
+    MergeFactors f{kOneQ30, kOneQ30};
+    if (to > from) {
+      f.state_q30 = Exp::rescale_q30(to - from, exp_params);
+    } else if (to < from) {
+      const std::int32_t d = from - to;                 // <= 28 * 2^16
+      const std::int32_t octaves = (d + 0xFFFF) >> 16;  // ceil, in [1, 28]
+      f.state_q30 = Exp::rescale_q30((octaves << 16) - d, exp_params);
+      f.state_shift = 30 - octaves;
+    }
+    return f;
+  }
+
+  /// floor((x * factor + 2^(shift-1)) / 2^shift) for factor in [0, 2^30], shift in [2, 30],
+  /// when the result fits int32 (round half up; x itself at factor 2^30, shift 30).
+  QFLASH_HOST_DEVICE static constexpr std::int32_t rescale(std::int32_t x, std::int32_t factor,
+                                                           std::int32_t shift) noexcept {
+    const std::int64_t v = static_cast<std::int64_t>(x) * factor + (std::int64_t{1} << (shift - 1));
+    return static_cast<std::int32_t>(v >> shift);
+  }
+
+  /// rescale on the biased form x + 2^31 (mod 2^32), returning the biased result: one unsigned
+  /// 32x32 -> 64 multiply-add and one funnel shift on the GPU. The addend 2^(s-1) - 2^31 * factor
+  /// + 2^(31+s) (mod 2^64) removes the input bias and adds the output's.
+  QFLASH_HOST_DEVICE static constexpr std::uint32_t rescale_biased(std::uint32_t x_biased,
+                                                                   std::uint64_t addend,
+                                                                   std::int32_t factor,
+                                                                   std::int32_t shift) noexcept {
+    const std::uint64_t v = std::uint64_t{x_biased} * static_cast<std::uint32_t>(factor) + addend;
+    return static_cast<std::uint32_t>(v >> shift);
+  }
+  /// The addend of rescale_biased for (factor, shift): once per row and merge.
+  QFLASH_HOST_DEVICE static constexpr std::uint64_t biased_addend(std::int32_t factor,
+                                                                  std::int32_t shift) noexcept {
+    return (std::uint64_t{1} << (shift - 1)) -
+           (static_cast<std::uint64_t>(static_cast<std::uint32_t>(factor)) << 31) +
+           (std::uint64_t{1} << (31 + shift));
+  }
+
+  QFLASH_HOST_DEVICE static constexpr MergeFactors merge_row(
+      RowState& row, std::int32_t tile_max, std::int64_t tile_sum,
+      const typename Exp::Params& exp_params) noexcept {
+    const std::int32_t frame = reference_max(row, tile_max);
+    if (!row.started) {
+      row = RowState{frame, tile_sum, true};
+      return MergeFactors{kOneQ30, kOneQ30};
+    }
+    const MergeFactors f = frame_move(row.max, frame, exp_params);
+    row.sum = rescale(static_cast<std::int32_t>(row.sum), f.state_q30, f.state_shift) + tile_sum;
+    row.max = frame;
+    return f;
+  }
+
+  /// rescale(acc, state) + pv (the tile factor is always 1).
+  QFLASH_HOST_DEVICE static constexpr std::int32_t merge_element(std::int32_t acc, std::int32_t pv,
+                                                                 MergeFactors f) noexcept {
+    return rescale(acc, f.state_q30, f.state_shift) + pv;
+  }
+};
+
+/// FrameSoftmax merges as acc = rescale(acc) + P V with its row sum as an accumulator column.
+template <class Exp>
+struct SoftmaxTraits<FrameSoftmax<Exp>> {
+  static constexpr bool accumulates_in_place = true;
 };
 
 }  // namespace qflash

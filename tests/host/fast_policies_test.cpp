@@ -1,0 +1,342 @@
+// SPDX-License-Identifier: Apache-2.0
+// The policies of the Fast preset (the in-place kernel's numerics), against exact arithmetic:
+//  - AscendingPolyExp2: exhaustive over u in [0, 16 octaves] (p, weight) and d in [0, 2^22]
+//    (rescale_q30) against 2^-x in long double; monotone; exact where the polynomial is exact;
+//  - ScaledLog2Logit: calibrate's statuses and ranges, apply against S * sm_scale * 2^16;
+//  - FrameSoftmax: the biased rescale equals the plain one; frame moves; the overflow bounds of
+//    the class comment over adversarial row sequences of max_keys keys.
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <qflash/attention/presets.hpp>
+#include <qflash/core/status.hpp>
+#include <qflash/policy/exp2.hpp>
+#include <qflash/policy/logit.hpp>
+#include <qflash/policy/online_softmax.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "support/catch.hpp"
+#include "support/compare.hpp"
+#include "support/host_generators.hpp"
+
+namespace {
+
+using qflash::Exp2Value;
+using qflash::MergeFactors;
+using qflash::RowState;
+using qflash::ScaledLog2Logit;
+using qflash::Status;
+using qflash::test::Rng;
+using qflash::test::ViolationLog;
+using Exp = qflash::AscendingPolyExp2<255, 6>;
+using Softmax = qflash::FrameSoftmax<Exp>;
+
+constexpr std::int32_t kOneQ30 = std::int32_t{1} << 30;
+
+bool same(Exp2Value a, Exp2Value b) { return a.p == b.p && a.weight == b.weight; }
+
+/// Pmax * 2^(-u / 2^16), exact in long double.
+long double ideal_p(std::int64_t u) {
+  return 255.0L * std::exp2(-static_cast<long double>(u) / 65536.0L);
+}
+
+}  // namespace
+
+TEST_CASE("fast exp2: p and weight within rounding + 0.27 % of Pmax 2^-u, exhaustive",
+          "[exp2][fast]") {
+  ViolationLog log("AscendingPolyExp2<255, 6>::apply");
+  double worst_p = 0.0, worst_weight = 0.0;
+  for (std::int64_t u = 0; u <= (std::int64_t{16} << 16); ++u) {
+    const Exp2Value v = Exp::apply(static_cast<std::int32_t>(u));
+    const long double exact = ideal_p(u);
+    // p = floor(y + 1/2 + 2^-7), weight = floor(64 y + 1/2), y within 0.27 % of exact.
+    const long double p_err = std::fabs(static_cast<long double>(v.p) - exact);
+    const long double w_err = std::fabs(static_cast<long double>(v.weight) - 64.0L * exact);
+    worst_p = std::max(worst_p, static_cast<double>(p_err));
+    worst_weight = std::max(worst_weight, static_cast<double>(w_err / 64.0L));
+    log.check(p_err <= 0.5L + 1.0L / 128 + 0.0027L * exact &&
+                  w_err <= 0.5L + 0.0027L * 64.0L * exact && v.p >= 0 && v.p <= 255,
+              [&] {
+                std::ostringstream os;
+                os << "apply(" << u << ") = {" << v.p << ", " << v.weight << "}, exact p "
+                   << static_cast<double>(exact);
+                return os.str();
+              });
+  }
+  INFO(log.describe() << "; worst |p - exact| " << worst_p << ", worst |weight/64 - exact| "
+                      << worst_weight);
+  CHECK(log.ok());
+  CHECK(worst_p > 0.5);  // the check saw the polynomial's error, not only exact points
+  // Whole octaves are exact: E = A0 at a zero fraction.
+  for (int k = 0; k <= 15; ++k) {
+    const Exp2Value v = Exp::apply(k << 16);
+    const long double exact = ideal_p(std::int64_t{k} << 16);
+    CHECK(v.p == static_cast<std::int32_t>(std::floor(exact + 0.5L + 1.0L / 128)));
+    CHECK(v.weight == static_cast<std::int32_t>(std::floor(64.0L * exact + 0.5L)));
+  }
+  CHECK(Exp::apply(0).p == 255);
+  CHECK(Exp::apply(0).weight == 255 * 64);
+}
+
+TEST_CASE("fast exp2: p and weight never grow with u; u < 0 is u = 0; far keys are 0",
+          "[exp2][fast]") {
+  ViolationLog log("AscendingPolyExp2 monotone");
+  Exp2Value prev = Exp::apply(0);
+  for (std::int64_t u = 1; u <= (std::int64_t{17} << 16); ++u) {
+    const Exp2Value v = Exp::apply(static_cast<std::int32_t>(u));
+    log.check(v.p <= prev.p && v.weight <= prev.weight, [&] {
+      std::ostringstream os;
+      os << "apply(" << u - 1 << ") = {" << prev.p << ", " << prev.weight << "} < apply(" << u
+         << ") = {" << v.p << ", " << v.weight << "}";
+      return os.str();
+    });
+    prev = v;
+  }
+  INFO(log.describe());
+  CHECK(log.ok());
+  for (const std::int32_t u : {-1, -65536, std::numeric_limits<std::int32_t>::min()}) {
+    CHECK(same(Exp::apply(u), Exp::apply(0)));
+  }
+  for (const std::int32_t u : {17 << 16, 1 << 30, std::numeric_limits<std::int32_t>::max()}) {
+    const Exp2Value v = Exp::apply(u);
+    CHECK(v.p == 0);
+    CHECK(v.weight == 0);
+  }
+  // The headroom form is the same computation (the kernel's entry point).
+  Rng rng(qflash::test::test_seed(0xfa57e2u));
+  ViolationLog headroom("from_high_word(product(kHeadroom - u) >> 32) == apply(u)");
+  for (int i = 0; i < 100000; ++i) {
+    const std::int32_t u = rng.uniform32(0, 40 << 16);
+    const Exp2Value v =
+        Exp::from_high_word(static_cast<std::uint32_t>(Exp::product(Exp::kHeadroom - u) >> 32));
+    headroom.check(same(v, Exp::apply(u)), [&] { return "u " + std::to_string(u); });
+  }
+  INFO(headroom.describe());
+  CHECK(headroom.ok());
+}
+
+TEST_CASE("fast exp2: rescale_q30 within 0.27 % of 2^-d, exact at whole octaves, exhaustive",
+          "[exp2][fast]") {
+  ViolationLog log("AscendingPolyExp2::rescale_q30");
+  std::int32_t prev = Exp::rescale_q30(0);
+  CHECK(prev == kOneQ30);
+  for (std::int64_t d = 1; d <= (std::int64_t{1} << 22); ++d) {
+    const std::int32_t f = Exp::rescale_q30(static_cast<std::int32_t>(d));
+    const long double exact = std::ldexp(std::exp2(-static_cast<long double>(d) / 65536.0L), 30);
+    log.check(f <= prev && std::fabs(f - exact) <= 0.0027L * exact + 0.5L, [&] {
+      std::ostringstream os;
+      os << "rescale_q30(" << d << ") = " << f << " (previous " << prev << "), exact "
+         << static_cast<double>(exact);
+      return os.str();
+    });
+    prev = f;
+  }
+  INFO(log.describe());
+  CHECK(log.ok());
+  for (int k = 0; k <= 30; ++k) CHECK(Exp::rescale_q30(k << 16) == (kOneQ30 >> k));
+  CHECK(Exp::rescale_q30(-5) == kOneQ30);
+  CHECK(Exp::rescale_q30(31 << 16) <= 1);
+  CHECK(Exp::rescale_q30(std::numeric_limits<std::int32_t>::max()) == 0);
+}
+
+TEST_CASE("fast logit: calibrate's statuses and ranges", "[logit][fast]") {
+  ScaledLog2Logit::Params p{};
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  for (const double bad : {0.0, -1e-3, nan, inf, -inf}) {
+    CHECK(ScaledLog2Logit::calibrate(bad, 64, p) == Status::invalid_scale);
+  }
+  CHECK(ScaledLog2Logit::calibrate(1e-30, 64, p) == Status::scale_out_of_range);
+  CHECK(ScaledLog2Logit::calibrate(1.0, 64, p) == Status::logit_range_exceeded);
+  CHECK(ScaledLog2Logit::calibrate(1e-3, 0, p) == Status::logit_range_exceeded);
+  CHECK(ScaledLog2Logit::calibrate(1e-3, 2000, p) == Status::logit_range_exceeded);
+  for (int d = 1; d <= 1024; ++d) {
+    const std::int32_t a = ScaledLog2Logit::pre_shift_for(d);
+    CHECK((qflash::max_abs_score(d) << a) < (std::int64_t{1} << 31));
+    CHECK((qflash::max_abs_score(d) << (a + 1)) >= (std::int64_t{1} << 31));
+  }
+  CHECK(ScaledLog2Logit::pre_shift_for(64) == 10);
+  CHECK(ScaledLog2Logit::pre_shift_for(128) == 9);
+  // The accepted range ends where the largest int8 score reaches 2^29 Q16 units.
+  for (const int d : {16, 32, 64, 80, 128, 256}) {
+    const double limit = std::ldexp(1.0, 29 - 16) / static_cast<double>(qflash::max_abs_score(d));
+    INFO("D " << d);
+    CHECK(ScaledLog2Logit::calibrate(limit * 0.999, d, p) == Status::ok);
+    CHECK(ScaledLog2Logit::validate(p, d) == Status::ok);
+    CHECK(ScaledLog2Logit::calibrate(limit * 1.001, d, p) == Status::logit_range_exceeded);
+  }
+  // validate rejects what calibrate cannot produce.
+  REQUIRE(ScaledLog2Logit::calibrate(2e-4, 64, p) == Status::ok);
+  CHECK(ScaledLog2Logit::validate(p, 64) == Status::ok);
+  CHECK(ScaledLog2Logit::validate(p, 128) == Status::invalid_params);  // pre-shift of D 64
+  CHECK(ScaledLog2Logit::validate({0, 10}, 64) == Status::invalid_params);
+  CHECK(ScaledLog2Logit::validate({-5, 10}, 64) == Status::invalid_params);
+  // At D 64 every multiplier keeps |t| < 2^29 (2^30 * M / 2^32); at D 80 the largest do not.
+  CHECK(ScaledLog2Logit::validate({std::numeric_limits<std::int32_t>::max(), 10}, 64) ==
+        Status::ok);
+  CHECK(ScaledLog2Logit::validate({std::numeric_limits<std::int32_t>::max(), 10}, 80) ==
+        Status::invalid_params);
+}
+
+TEST_CASE("fast logit: apply is S * sm_scale * 2^16 within [-1.25, 0.25] units, monotone",
+          "[logit][fast]") {
+  Rng rng(qflash::test::test_seed(0x1061fa57u));
+  ViolationLog log("ScaledLog2Logit::apply");
+  for (int trial = 0; trial < 400; ++trial) {
+    const int d = static_cast<int>(rng.uniform(1, 256));
+    const double limit = std::ldexp(1.0, 13) / static_cast<double>(qflash::max_abs_score(d));
+    const double sm = limit * std::exp2(-rng.unit() * 40.0);
+    ScaledLog2Logit::Params p{};
+    if (ScaledLog2Logit::calibrate(sm, d, p) != Status::ok) {
+      CHECK(sm < 1e-9);  // only scales so small that the multiplier rounds to 0
+      continue;
+    }
+    const std::int32_t smax = static_cast<std::int32_t>(qflash::max_abs_score(d));
+    std::int32_t prev = ScaledLog2Logit::apply(-smax, 0, p);
+    for (int i = 0; i < 2000; ++i) {
+      const std::int32_t s = i == 0 ? smax : rng.uniform32(-smax, smax);
+      const std::int32_t bias = rng.uniform32(-(1 << 27), 1 << 27);
+      const std::int32_t t = ScaledLog2Logit::apply(s, 0, p);
+      const long double exact = static_cast<long double>(s) * sm * 65536.0L;
+      log.check(t >= exact - 1.25L && t <= exact + 0.25L &&
+                    ScaledLog2Logit::apply(s, bias, p) == t + bias &&
+                    ScaledLog2Logit::apply_offset(s, bias, p) == t + bias,
+                [&] {
+                  std::ostringstream os;
+                  os << "D " << d << ", sm_scale " << sm << ", S " << s << ": t " << t << ", exact "
+                     << static_cast<double>(exact);
+                  return os.str();
+                });
+    }
+    for (std::int32_t s = -smax; s <= smax; s += std::max(1, smax / 5000)) {
+      const std::int32_t t = ScaledLog2Logit::apply(s, 0, p);
+      log.check(t >= prev, [&] { return "not monotone at S " + std::to_string(s); });
+      prev = t;
+    }
+  }
+  INFO(log.describe());
+  CHECK(log.ok());
+  // The bias saturates at +-2^28.
+  ScaledLog2Logit::Params p{};
+  REQUIRE(ScaledLog2Logit::calibrate(1e-4, 64, p) == Status::ok);
+  CHECK(ScaledLog2Logit::apply(0, std::numeric_limits<std::int32_t>::max(), p) == (1 << 28));
+  CHECK(ScaledLog2Logit::apply(0, std::numeric_limits<std::int32_t>::min(), p) == -(1 << 28));
+}
+
+TEST_CASE("fast softmax: rescale_biased is rescale on the biased form", "[softmax][fast]") {
+  Rng rng(qflash::test::test_seed(0xb1a5edu));
+  ViolationLog log("FrameSoftmax::rescale_biased");
+  for (int i = 0; i < 2000000; ++i) {
+    const std::int32_t shift = rng.uniform32(2, 30);
+    const std::int32_t factor = rng.chance(1, 8) ? kOneQ30 : rng.uniform32(0, kOneQ30);
+    // |x * factor / 2^shift| < 2^31: the range the kernel's accumulators stay in.
+    const std::int64_t x_limit =
+        std::min<std::int64_t>(std::numeric_limits<std::int32_t>::max(),
+                               (std::int64_t{1} << (30 + shift)) / (std::int64_t{factor} + 1));
+    const auto x = static_cast<std::int32_t>(rng.uniform(-x_limit, x_limit));
+    const std::int32_t plain = Softmax::rescale(x, factor, shift);
+    // Independent: floor((x f + 2^(s-1)) / 2^s) in long double (x f < 2^62: exact).
+    const long double exact =
+        std::floor((static_cast<long double>(x) * factor + std::ldexp(1.0L, shift - 1)) /
+                   std::ldexp(1.0L, shift));
+    const std::uint32_t biased =
+        Softmax::rescale_biased(static_cast<std::uint32_t>(x) + 0x80000000u,
+                                Softmax::biased_addend(factor, shift), factor, shift);
+    log.check(plain == exact && biased == static_cast<std::uint32_t>(plain) + 0x80000000u, [&] {
+      std::ostringstream os;
+      os << "x " << x << ", factor " << factor << ", shift " << shift << ": rescale " << plain
+         << ", exact " << static_cast<double>(exact) << ", biased " << biased;
+      return os.str();
+    });
+  }
+  INFO(log.describe());
+  CHECK(log.ok());
+}
+
+TEST_CASE("fast softmax: frame moves", "[softmax][fast]") {
+  const Exp::Params ep{};
+  // No move, up, down by whole octaves (an exact shift), down by a fraction.
+  MergeFactors f = Softmax::frame_move(1000, 1000, ep);
+  CHECK((f.state_q30 == kOneQ30 && f.state_shift == 30));
+  f = Softmax::frame_move(0, 3 << 16, ep);
+  CHECK((f.state_q30 == (kOneQ30 >> 3) && f.state_shift == 30));
+  f = Softmax::frame_move(5 << 16, 0, ep);
+  CHECK((f.state_q30 == kOneQ30 && f.state_shift == 25));
+  CHECK(Softmax::rescale(1000, f.state_q30, f.state_shift) == 32000);
+  f = Softmax::frame_move(0, -(3 << 16) - 12345, ep);  // 2^(3.19): 4 octaves up to 2^-0.81
+  CHECK(f.state_shift == 26);
+  const double gain = std::ldexp(static_cast<double>(f.state_q30), -f.state_shift);
+  const double expected = std::exp2(3.0 + 12345.0 / 65536.0);
+  INFO("gain " << gain << ", 2^(d / 2^16) " << expected);
+  CHECK(std::fabs(gain / expected - 1.0) < 0.0027);
+
+  // The frame: the tile max on the first tile; later at most headroom_octaves below the frame.
+  RowState row{};
+  CHECK(Softmax::reference_max(row, -77) == -77);
+  row = RowState{100 << 16, 1000, true};  // 10 bits of sum: 16 octaves of headroom
+  CHECK(Softmax::headroom_octaves(1000) == 16);
+  CHECK(Softmax::reference_max(row, 90 << 16) == 90 << 16);
+  CHECK(Softmax::reference_max(row, 50 << 16) == 84 << 16);
+  CHECK(Softmax::reference_max(row, 120 << 16) == 120 << 16);
+  CHECK(Softmax::headroom_octaves(std::int64_t{1} << 26) == 0);
+  CHECK(Softmax::headroom_octaves(-5) == 26);
+}
+
+TEST_CASE("fast softmax: row sums and accumulators stay in int32 over max_keys keys",
+          "[softmax][fast]") {
+  Rng rng(qflash::test::test_seed(0x0f10u));
+  const Exp::Params ep{};
+  constexpr int kBlock = 64;
+  const std::int64_t tiles = Softmax::max_keys / kBlock;
+  std::int64_t worst_sum = 0, worst_acc = 0;
+  for (int trial = 0; trial < 60; ++trial) {
+    RowState row{};
+    std::int64_t acc = 0;  // the worst accumulator element: V = 127 on every key
+    std::int32_t tile_max = 0;
+    const int pattern = trial % 4;
+    for (std::int64_t t = 0; t < tiles; ++t) {
+      // 0: all logits equal (largest sums); 1: the tile max falls every tile (frame moves
+      // down); 2: random walk; 3: saw-tooth (down, down, jump up).
+      switch (pattern) {
+        case 0:
+          break;
+        case 1:
+          tile_max -= rng.uniform32(0, 3 << 16);
+          break;
+        case 2:
+          tile_max += rng.uniform32(-(4 << 16), 4 << 16);
+          break;
+        default:
+          tile_max += (t % 8 == 7) ? (20 << 16) : -(3 << 16);
+          break;
+      }
+      tile_max = std::clamp(tile_max, -(1 << 29), 1 << 29);
+      const std::int32_t frame = Softmax::reference_max(row, tile_max);
+      std::int64_t tile_sum = 0, tile_pv = 0;
+      for (int j = 0; j < kBlock; ++j) {
+        const std::int32_t logit =
+            j == 0 || pattern == 0 ? tile_max : tile_max - rng.uniform32(0, 1 << 16);
+        const Exp2Value v = Exp::apply(frame - logit);
+        tile_sum += v.weight;
+        tile_pv += 127 * std::int64_t{v.p};
+      }
+      const bool started = row.started;
+      const MergeFactors f = Softmax::merge_row(row, tile_max, tile_sum, ep);
+      CHECK(row.max == frame);
+      const std::int64_t moved =
+          started ? (acc * f.state_q30 + (std::int64_t{1} << (f.state_shift - 1))) >> f.state_shift
+                  : 0;
+      REQUIRE(moved <= std::numeric_limits<std::int32_t>::max());
+      acc = moved + tile_pv;
+      worst_sum = std::max(worst_sum, row.sum);
+      worst_acc = std::max(worst_acc, acc);
+      REQUIRE(row.sum < (std::int64_t{1} << 31));
+      REQUIRE(acc < (std::int64_t{1} << 31));
+    }
+  }
+  INFO("largest row sum " << worst_sum << ", largest accumulator " << worst_acc);
+  CHECK(worst_sum > (std::int64_t{1} << 28));  // the sequences reached the interesting range
+  CHECK(worst_acc > (std::int64_t{1} << 29));
+}
