@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Instantiates the attention kernels for the PTX scan (tests/ptx/ptx_scan.cmake): every integer
-// output of every preset at every head dim, plus the dequantizing Float16 output, which the scan
-// must find floating-point instructions in (the positive control).
+// output of every preset at every head dim (the general kernel and, for Fast, the in-place one),
+// plus the dequantizing Float16 output, which the scan must find floating-point instructions in
+// (the positive control).
+#include "qflash/device/in_place_kernel.cuh"
 #include "qflash/device/kernel.cuh"
 #include "qflash/qflash.hpp"
 
@@ -34,5 +36,21 @@ void instantiate_all_outputs() {
 template void instantiate_all_outputs<presets::Paper>();
 template void instantiate_all_outputs<presets::Precise>();
 template void instantiate_all_outputs<presets::PreciseCubic>();
+template void instantiate_all_outputs<presets::Fast>();
+
+/// The in-place kernel (presets::Fast without bias or mask) at every head dim and output.
+template <InPlaceConfig Cfg, class OutT>
+void instantiate_in_place() {
+  using Output = OutputFor<Cfg, OutT>;
+  (void)&in_place_attention_kernel<Cfg, Output, 32, 4>;
+  (void)&in_place_attention_kernel<Cfg, Output, 64, 4>;
+  (void)&in_place_attention_kernel<Cfg, Output, 80, 4>;
+  (void)&in_place_attention_kernel<Cfg, Output, 96, 4>;
+  (void)&in_place_attention_kernel<Cfg, Output, 128, 4>;
+}
+template void instantiate_in_place<presets::Fast, std::int8_t>();
+template void instantiate_in_place<presets::Fast, std::int16_t>();
+template void instantiate_in_place<presets::Fast, std::int32_t>();
+template void instantiate_in_place<presets::Fast, Float16>();
 
 }  // namespace qflash::device

@@ -111,28 +111,18 @@ QFLASH_DEVICE std::uint32_t byte_perm(std::uint32_t x, std::uint32_t y, std::uin
 }
 
 /// The cp.async copies of a Rows x D int8 tile (token rows, D contiguous bytes each) into shared
-/// memory with row stride SmemStride. Each thread owns fixed 16-byte chunks; their offsets are
-/// computed once per kernel, so a tile costs one add and one cp.async per chunk. Rows at or past
-/// the end of the sequence are zero-filled and not read.
+/// memory with row stride SmemStride. Thread t copies the 16-byte chunks t, t + Threads, ...;
+/// their rows and offsets are recomputed per copy from the thread index (constant divisions),
+/// which keeps no per-chunk registers alive across the main loop. Rows at or past the end of
+/// the sequence are zero-filled and not read.
 template <int D, int Rows, int SmemStride, int Threads>
 struct TileCopier {
   static constexpr int chunks = D / 16;
   static constexpr int total = Rows * chunks;
   static constexpr int items = (total + Threads - 1) / Threads;
-  Array<int, items> row;
-  Array<int, items> smem_offset;
-  Array<std::int64_t, items> global_offset;
+  std::int64_t stride_seq;
 
-  QFLASH_DEVICE explicit TileCopier(std::int64_t stride_seq) {
-    QFLASH_UNROLL
-    for (int k = 0; k < items; ++k) {
-      const int i = static_cast<int>(threadIdx.x) + k * Threads;
-      row[k] = i < total ? i / chunks : Rows;  // Rows: this thread has no k-th chunk
-      const int chunk = i % chunks;
-      smem_offset[k] = row[k] * SmemStride + chunk * 16;
-      global_offset[k] = static_cast<std::int64_t>(row[k]) * stride_seq + chunk * 16;
-    }
-  }
+  QFLASH_DEVICE explicit TileCopier(std::int64_t stride) : stride_seq(stride) {}
 
   /// Copies rows [0, Rows) starting at `first` (a pointer to token 0 of the tile); rows at or
   /// past `rows_left` are zero-filled.
@@ -140,9 +130,12 @@ struct TileCopier {
                            std::int64_t rows_left) const {
     QFLASH_UNROLL
     for (int k = 0; k < items; ++k) {
-      if (total % Threads != 0 && row[k] >= Rows) continue;
-      const bool valid = row[k] < rows_left;
-      cp_async_16(smem + smem_offset[k], valid ? first + global_offset[k] : first, valid);
+      const int i = static_cast<int>(threadIdx.x) + k * Threads;
+      if (total % Threads != 0 && i >= total) continue;
+      const int row = i / chunks, chunk = i % chunks;
+      const bool valid = row < rows_left;
+      cp_async_16(smem + row * SmemStride + chunk * 16,
+                  valid ? first + row * stride_seq + chunk * 16 : first, valid);
     }
   }
 };
@@ -197,6 +190,110 @@ consteval bool identity_merge_is_sum() {
     return Softmax::identity_merge_is_sum;
   } else {
     return false;
+  }
+}
+
+/// Where a CTA works: batch z, head h and query tile, from blockIdx.x in 32-bit arithmetic (the
+/// launcher keeps the grid below 2^31) with multiply-high divisions.
+struct BlockPlace {
+  std::int64_t z, h;
+  std::uint32_t q_tile;
+};
+template <class Args>
+QFLASH_DEVICE BlockPlace block_place(const Args& args) {
+  const std::uint32_t zh = args.by_q_tiles.quotient(blockIdx.x);
+  const std::uint32_t q_tile = blockIdx.x - zh * args.by_q_tiles.divisor;
+  const std::uint32_t z32 = args.by_heads.quotient(zh);
+  return BlockPlace{z32, zh - z32 * args.by_heads.divisor, q_tile};
+}
+
+/// The head parameters of head h (one shared set or one per head; device or inline).
+template <class Args>
+QFLASH_DEVICE auto head_params(const Args& args, std::int64_t h) {
+  const std::int64_t index = args.param_count == 1 ? 0 : h;
+  return args.device_params != nullptr ? args.device_params[index] : args.inline_params[index];
+}
+
+/// Writes one output row's columns of this lane (2 quad + 8 dn + c, c in {0, 1}) from
+/// value(dn, c): one store per column pair when `paired` (unit stride, aligned pairs).
+template <int DTiles, class OutT, class Value>
+QFLASH_DEVICE void store_row(const Tensor4<OutT>& out, bool paired, std::int64_t z, std::int64_t h,
+                             std::int64_t row, int quad, Value value) {
+  OutT* const out_row = &out(z, h, row, 2 * quad);
+  if (paired) {
+    QFLASH_UNROLL
+    for (int dn = 0; dn < DTiles; ++dn) {
+      *reinterpret_cast<ElementPair<OutT>*>(out_row + 8 * dn) =
+          ElementPair<OutT>{value(dn, 0), value(dn, 1)};
+    }
+  } else {
+    QFLASH_UNROLL
+    for (int dn = 0; dn < DTiles; ++dn) {
+      QFLASH_UNROLL
+      for (int c = 0; c < 2; ++c) out_row[(8 * dn + c) * out.stride_dim] = value(dn, c);
+    }
+  }
+}
+
+/// V (token-major, row stride Shape::vn_stride) -> V^T (row stride Shape::vt_stride) for one
+/// step, by all threads: 4 keys x 4 head-dim bytes per item, transposed with byte permutes; keys
+/// are permuted within each 16-key group so that the Q K^T accumulator registers are directly
+/// the A operand of P V (position 4q+i holds key {2q, 2q+1, 2q+8, 2q+9}[i]).
+template <class Shape, int D>
+QFLASH_DEVICE void transpose_v(const std::uint8_t* vn, std::uint8_t* vt) {
+  constexpr int STEP = Shape::step_keys;
+  constexpr int words = D / 4;
+  constexpr int total = (STEP / 16) * 4 * words;
+  QFLASH_UNROLL
+  for (int k = 0; k < (total + Shape::threads - 1) / Shape::threads; ++k) {
+    const int i = static_cast<int>(threadIdx.x) + k * Shape::threads;
+    if (total % Shape::threads != 0 && i >= total) break;
+    const int c = i % words, q4 = (i / words) % 4, grp = i / (words * 4);
+    const int key = grp * 16 + 2 * q4;  // keys key, key+1, key+8, key+9
+    const std::uint8_t* src = vn + key * Shape::vn_stride + 4 * c;
+    const auto r0 = *reinterpret_cast<const std::uint32_t*>(src);
+    const auto r1 = *reinterpret_cast<const std::uint32_t*>(src + Shape::vn_stride);
+    const auto r2 = *reinterpret_cast<const std::uint32_t*>(src + 8 * Shape::vn_stride);
+    const auto r3 = *reinterpret_cast<const std::uint32_t*>(src + 9 * Shape::vn_stride);
+    const std::uint32_t lo01 = byte_perm(r0, r1, 0x5140);
+    const std::uint32_t hi01 = byte_perm(r0, r1, 0x7362);
+    const std::uint32_t lo23 = byte_perm(r2, r3, 0x5140);
+    const std::uint32_t hi23 = byte_perm(r2, r3, 0x7362);
+    std::uint8_t* dst = vt + (4 * c) * Shape::vt_stride + grp * 16 + 4 * q4;
+    *reinterpret_cast<std::uint32_t*>(dst) = byte_perm(lo01, lo23, 0x5410);
+    *reinterpret_cast<std::uint32_t*>(dst + Shape::vt_stride) = byte_perm(lo01, lo23, 0x7632);
+    *reinterpret_cast<std::uint32_t*>(dst + 2 * Shape::vt_stride) = byte_perm(hi01, hi23, 0x5410);
+    *reinterpret_cast<std::uint32_t*>(dst + 3 * Shape::vt_stride) = byte_perm(hi01, hi23, 0x7632);
+  }
+}
+
+/// The A fragments of this warp's 16 query rows (q_s row stride Shape::qk_stride).
+template <class Shape>
+QFLASH_DEVICE void load_q_fragments(std::uint32_t (&q_frag)[Shape::k_chunks_qk][4],
+                                    const std::uint8_t* q_s, int warp, int lane) {
+  QFLASH_UNROLL
+  for (int kc = 0; kc < Shape::k_chunks_qk; ++kc) {
+    const int r = warp * 16 + (lane % 8) + 8 * ((lane / 8) % 2);
+    ldmatrix_x4(q_frag[kc], q_s + r * Shape::qk_stride + 32 * kc + 16 * (lane / 16));
+  }
+}
+
+/// S = Q K^T on the first `Live` n8 tiles of one step (K in `ks`, row stride Shape::qk_stride),
+/// added to `s` (exact int32).
+template <class Shape, int Live>
+QFLASH_DEVICE void qk_scores(std::int32_t (&s)[Shape::n_tiles][4],
+                             const std::uint32_t (&q_frag)[Shape::k_chunks_qk][4],
+                             const std::uint8_t* ks, int lane) {
+  QFLASH_UNROLL
+  for (int kc = 0; kc < Shape::k_chunks_qk; ++kc) {
+    QFLASH_UNROLL
+    for (int nt = 0; nt < Live; nt += 2) {
+      std::uint32_t b[4];
+      const int key = 8 * nt + (lane % 8) + 8 * (lane / 16);
+      ldmatrix_x4(b, ks + key * Shape::qk_stride + 32 * kc + 16 * ((lane / 8) % 2));
+      mma_s8s8(s[nt], q_frag[kc], {b[0], b[1]});
+      if (nt + 1 < Live) mma_s8s8(s[nt + 1], q_frag[kc], {b[2], b[3]});
+    }
   }
 }
 
@@ -259,17 +356,10 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
   std::uint8_t* const vt_s = vn_s + 2 * Shape::vn_bytes;
 
   const AttentionProblem& p = args.problem;
-  // Block -> (z, h, q tile) in 32-bit arithmetic (the launcher keeps the grid below 2^31), with
-  // multiply-high divisions.
-  const std::uint32_t zh = args.by_q_tiles.quotient(blockIdx.x);
-  const std::uint32_t q_tile = blockIdx.x - zh * args.by_q_tiles.divisor;
-  const std::uint32_t z32 = args.by_heads.quotient(zh);
-  const std::int64_t h = zh - z32 * args.by_heads.divisor;
-  const std::int64_t z = z32;
-  const std::int64_t param_index = args.param_count == 1 ? 0 : h;
-  const HeadParams<Cfg, Output> prm = args.device_params != nullptr
-                                          ? args.device_params[param_index]
-                                          : args.inline_params[param_index];
+  const detail::BlockPlace place = detail::block_place(args);
+  const std::int64_t z = place.z, h = place.h;
+  const std::uint32_t q_tile = place.q_tile;
+  const HeadParams<Cfg, Output> prm = detail::head_params(args, h);
 
   const int warp = static_cast<int>(threadIdx.x) / 32;
   const int lane = static_cast<int>(threadIdx.x) % 32;
@@ -340,43 +430,12 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
     std::int32_t tile_sum[2];
   };
 
-  // V -> vt: 4 keys x 4 head-dim bytes per item, transposed with byte permutes.
+  // V -> vt (keys permuted to match the P fragments, see the file comment).
   const auto transpose_v = [&](const std::uint8_t* vn, std::uint8_t* vt) {
-    constexpr int words = D / 4;
-    constexpr int total = (STEP / 16) * 4 * words;
-    QFLASH_UNROLL
-    for (int k = 0; k < (total + Shape::threads - 1) / Shape::threads; ++k) {
-      const int i = static_cast<int>(threadIdx.x) + k * Shape::threads;
-      if (total % Shape::threads != 0 && i >= total) break;
-      const int c = i % words, q4 = (i / words) % 4, grp = i / (words * 4);
-      const int key = grp * 16 + 2 * q4;  // keys key, key+1, key+8, key+9
-      const std::uint8_t* src = vn + key * Shape::vn_stride + 4 * c;
-      const auto r0 = *reinterpret_cast<const std::uint32_t*>(src);
-      const auto r1 = *reinterpret_cast<const std::uint32_t*>(src + Shape::vn_stride);
-      const auto r2 = *reinterpret_cast<const std::uint32_t*>(src + 8 * Shape::vn_stride);
-      const auto r3 = *reinterpret_cast<const std::uint32_t*>(src + 9 * Shape::vn_stride);
-      const std::uint32_t lo01 = detail::byte_perm(r0, r1, 0x5140);
-      const std::uint32_t hi01 = detail::byte_perm(r0, r1, 0x7362);
-      const std::uint32_t lo23 = detail::byte_perm(r2, r3, 0x5140);
-      const std::uint32_t hi23 = detail::byte_perm(r2, r3, 0x7362);
-      std::uint8_t* dst = vt + (4 * c) * Shape::vt_stride + grp * 16 + 4 * q4;
-      *reinterpret_cast<std::uint32_t*>(dst) = detail::byte_perm(lo01, lo23, 0x5410);
-      *reinterpret_cast<std::uint32_t*>(dst + Shape::vt_stride) =
-          detail::byte_perm(lo01, lo23, 0x7632);
-      *reinterpret_cast<std::uint32_t*>(dst + 2 * Shape::vt_stride) =
-          detail::byte_perm(hi01, hi23, 0x5410);
-      *reinterpret_cast<std::uint32_t*>(dst + 3 * Shape::vt_stride) =
-          detail::byte_perm(hi01, hi23, 0x7632);
-    }
+    detail::transpose_v<Shape, D>(vn, vt);
   };
 
-  const auto load_q_fragments = [&] {
-    QFLASH_UNROLL
-    for (int kc = 0; kc < Shape::k_chunks_qk; ++kc) {
-      const int r = warp * 16 + (lane % 8) + 8 * ((lane / 8) % 2);
-      ldmatrix_x4(q_frag[kc], q_s + r * Shape::qk_stride + 32 * kc + 16 * (lane / 16));
-    }
-  };
+  const auto load_q_fragments = [&] { detail::load_q_fragments<Shape>(q_frag, q_s, warp, lane); };
 
   // Steps 1-4 of flash_step on one KV block (keys key0 .. key0 + keys_left - 1, K in `ks`):
   // S = Q K^T, logits, tile maxima, probabilities packed as the A operand of P V, tile sums.
@@ -397,17 +456,7 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
                                                        int keys_left, std::int64_t key0) {
     static_assert(!Extras || (Live == Shape::n_tiles && Tested == 0));
     std::int32_t s[Shape::n_tiles][4] = {};
-    QFLASH_UNROLL
-    for (int kc = 0; kc < Shape::k_chunks_qk; ++kc) {
-      QFLASH_UNROLL
-      for (int nt = 0; nt < Live; nt += 2) {
-        std::uint32_t b[4];
-        const int key = 8 * nt + (lane % 8) + 8 * (lane / 16);
-        ldmatrix_x4(b, ks + key * Shape::qk_stride + 32 * kc + 16 * ((lane / 8) % 2));
-        mma_s8s8(s[nt], q_frag[kc], {b[0], b[1]});
-        if (nt + 1 < Live) mma_s8s8(s[nt + 1], q_frag[kc], {b[2], b[3]});
-      }
-    }
+    detail::qk_scores<Shape, Live>(s, q_frag, ks, lane);
     std::int32_t(&tile_max)[2] = out.tile_max;
     std::int32_t(&tile_sum)[2] = out.tile_sum;
     tile_max[0] = tile_max[1] = kNone;
@@ -637,31 +686,14 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
   if (warp_active) {
     const typename Output::Row prepared = finalize_row<Output>(my_state, prm.output);
     const typename Output::Row other = detail::shuffle_xor(prepared, 1);
-    using OutT = typename Output::value_type;
     QFLASH_UNROLL
     for (int r = 0; r < 2; ++r) {
       if (!row_valid[r]) continue;
       const std::int64_t row = warp_row0 + group + 8 * r;
       const typename Output::Row output_row = r == mine ? prepared : other;
-      OutT* const out_row = &args.out(z, h, row, 2 * quad);
-      if (args.paired_output) {
-        QFLASH_UNROLL
-        for (int dn = 0; dn < Shape::d_tiles; ++dn) {
-          *reinterpret_cast<detail::ElementPair<OutT>*>(out_row + 8 * dn) =
-              detail::ElementPair<OutT>{Output::apply(unbiased(acc[dn][2 * r]), output_row),
-                                        Output::apply(unbiased(acc[dn][2 * r + 1]), output_row)};
-        }
-      } else {
-        const std::int64_t stride = args.out.stride_dim;
-        QFLASH_UNROLL
-        for (int dn = 0; dn < Shape::d_tiles; ++dn) {
-          QFLASH_UNROLL
-          for (int c = 0; c < 2; ++c) {
-            out_row[(8 * dn + c) * stride] =
-                Output::apply(unbiased(acc[dn][2 * r + c]), output_row);
-          }
-        }
-      }
+      detail::store_row<Shape::d_tiles>(
+          args.out, args.paired_output, z, h, row, quad,
+          [&](int dn, int c) { return Output::apply(unbiased(acc[dn][2 * r + c]), output_row); });
     }
   }
 }

@@ -28,6 +28,7 @@
 #include <span>
 
 #include "qflash/attention/validate.hpp"
+#include "qflash/device/in_place_kernel.cuh"
 #include "qflash/device/kernel.cuh"
 
 namespace qflash::device {
@@ -58,23 +59,46 @@ inline Status check_device() {
   return major >= 8 ? Status::ok : Status::unsupported_device;
 }
 
-template <KernelConfig Cfg, OutputPolicy Output, int D, bool Extras>
-Status launch_instance(KernelArgs<Cfg, Output>& args, std::int64_t blocks, cudaStream_t stream) {
+/// The in-place kernel (bias- and mask-free launches of an InPlaceConfig).
+template <KernelConfig Cfg, OutputPolicy Output, int D>
+Status launch_in_place(KernelArgs<Cfg, Output>& args, std::int64_t blocks, cudaStream_t stream) {
   using Shape = KernelShape<Cfg, D, kDefaultWarps>;
-  constexpr bool pairs = kPairsBlocks<Cfg, D, kDefaultWarps>;
-  auto kernel = flash_attention_kernel<Cfg, Output, D, kDefaultWarps, Extras>;
-  // The limit is raised once per instance, to the paired size if the instance can pair.
-  constexpr int max_smem = pairs ? Shape::smem_bytes_paired : Shape::smem_bytes;
-  if constexpr (max_smem > 48 * 1024) {
-    static const cudaError_t configured =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
+  auto kernel = in_place_attention_kernel<Cfg, Output, D, kDefaultWarps>;
+  if constexpr (Shape::smem_bytes > 48 * 1024) {  // raised once per instance
+    static const cudaError_t configured = cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Shape::smem_bytes);
     if (configured != cudaSuccess) return Status::cuda_error;
   }
-  args.paired_blocks = pairs && (args.problem.k.seq + Shape::step_keys - 1) / Shape::step_keys == 2;
-  const auto smem =
-      static_cast<std::size_t>(args.paired_blocks ? Shape::smem_bytes_paired : Shape::smem_bytes);
-  kernel<<<static_cast<unsigned>(blocks), Shape::threads, smem, stream>>>(args);
+  kernel<<<static_cast<unsigned>(blocks), Shape::threads, Shape::smem_bytes, stream>>>(args);
   return cudaPeekAtLastError() == cudaSuccess ? Status::ok : Status::cuda_error;
+}
+
+template <KernelConfig Cfg, OutputPolicy Output, int D, bool Extras>
+Status launch_instance(KernelArgs<Cfg, Output>& args, std::int64_t blocks, cudaStream_t stream) {
+  // A softmax that declares in-place accumulation must provide every hook of InPlaceConfig (a
+  // missing one is a compile error here, not a silent fallback to the general kernel).
+  if constexpr (SoftmaxTraits<typename Cfg::Softmax>::accumulates_in_place && !Extras) {
+    static_assert(InPlaceConfig<Cfg>,
+                  "qflash: accumulates_in_place declared, InPlaceConfig not met");
+    return launch_in_place<Cfg, Output, D>(args, blocks, stream);
+  } else {  // (an else: the general instance is not compiled where it is never launched)
+    using Shape = KernelShape<Cfg, D, kDefaultWarps>;
+    constexpr bool pairs = kPairsBlocks<Cfg, D, kDefaultWarps>;
+    auto kernel = flash_attention_kernel<Cfg, Output, D, kDefaultWarps, Extras>;
+    // The limit is raised once per instance, to the paired size if the instance can pair.
+    constexpr int max_smem = pairs ? Shape::smem_bytes_paired : Shape::smem_bytes;
+    if constexpr (max_smem > 48 * 1024) {
+      static const cudaError_t configured =
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
+      if (configured != cudaSuccess) return Status::cuda_error;
+    }
+    args.paired_blocks =
+        pairs && (args.problem.k.seq + Shape::step_keys - 1) / Shape::step_keys == 2;
+    const auto smem =
+        static_cast<std::size_t>(args.paired_blocks ? Shape::smem_bytes_paired : Shape::smem_bytes);
+    kernel<<<static_cast<unsigned>(blocks), Shape::threads, smem, stream>>>(args);
+    return cudaPeekAtLastError() == cudaSuccess ? Status::ok : Status::cuda_error;
+  }
 }
 
 /// The instance without bias/mask code unless the launch has a bias or a mask.

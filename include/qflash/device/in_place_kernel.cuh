@@ -1,0 +1,275 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file
+/// The in-place integer FlashAttention kernel, for configurations whose softmax accumulates in
+/// place (`InPlaceConfig`: presets::Fast). Per KV step and warp (16 query rows):
+///
+///   load      K, V of the step by cp.async (double-buffered), V^T by byte permutes
+///   scores    S = Q K^T                       mma.sync m16n8k32 s8 x s8 -> s32
+///   frames    row max of raw S (t is non-decreasing in S) -> tile max logit -> new frame F';
+///             the accumulators and row sums move to F' (skipped when no row of the warp moves)
+///   softmax   per score: v = t + (H - F') (one multiply-add), X = exp product; P = X_hi >> SB
+///             packed as the A operand of P V, the row sum adds X_hi (the weight plus a constant)
+///   P V       acc += P V                       mma.sync m16n8k32 u8 x s8 -> s32, in place
+///   epilogue  the output policy per element, from the row's frame and sum
+///
+/// It performs `flash_step` with the same policy functions (Logit::apply_offset, Exp::product,
+/// Softmax::reference_max / frame_move / rescale), so its output equals the host reference bit
+/// for bit (tests/device). Accumulators are kept biased (x + 2^31 mod 2^32): the P V mma adds
+/// modulo 2^32 and `rescale_biased` takes and returns that form. Launches with a bias or a mask
+/// use the general kernel (device/kernel.cuh), which computes the same function.
+#pragma once
+
+#if !defined(__CUDACC__)
+#error "qflash/device/*.cuh needs nvcc (CUDA C++)"
+#endif
+
+#include <cstdint>
+
+#include "qflash/device/kernel.cuh"
+
+namespace qflash::device {
+
+namespace detail {
+
+/// The online-softmax state of the two rows a lane holds (rows `group` and `group + 8` of the
+/// warp's 16), replicated in the four lanes of a quad.
+struct RowFrames {
+  std::int32_t frame[2];  ///< F, Q16 octaves (meaningful once started)
+  std::int32_t sum[2];    ///< L in weight units, relative to F
+};
+
+/// P of one step as the A operand of P V (u8, keys permuted as in transpose_v).
+template <class Shape>
+struct ProbabilityFragments {
+  std::uint32_t reg[Shape::k_chunks_pv][4];
+};
+
+/// Largest value over the quad (the four lanes that hold one row).
+QFLASH_DEVICE std::int32_t quad_max(std::int32_t x) {
+  x = max(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return max(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+QFLASH_DEVICE std::uint32_t quad_sum(std::uint32_t x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+}  // namespace detail
+
+/// Resident CTAs per SM the register budget must allow: 4 up to D = 64 (128 registers per
+/// thread), 3 above (168): the accumulators of D = 128 alone take 64.
+template <int D>
+inline constexpr int kInPlaceMinBlocksPerSm = D <= 64 ? 4 : 3;
+
+template <InPlaceConfig Cfg, OutputPolicy Output, int D, int Warps>
+__global__ void __launch_bounds__(32 * Warps, kInPlaceMinBlocksPerSm<D>)
+    in_place_attention_kernel(const __grid_constant__ KernelArgs<Cfg, Output> args) {
+  using Shape = KernelShape<Cfg, D, Warps>;
+  using Logit = typename Cfg::Logit;
+  using Exp = typename Cfg::Exp;
+  using Softmax = typename Cfg::Softmax;
+  constexpr int BM = Shape::block_m;
+  constexpr int STEP = Shape::step_keys;
+  constexpr std::uint32_t kBias = 0x80000000u;
+
+  extern __shared__ __align__(16) std::uint8_t smem[];
+  std::uint8_t* const q_s = smem;
+  std::uint8_t* const k_s = q_s + Shape::q_bytes;
+  std::uint8_t* const vn_s = k_s + 2 * Shape::k_bytes;
+  std::uint8_t* const vt_s = vn_s + 2 * Shape::vn_bytes;
+
+  const AttentionProblem& p = args.problem;
+  const detail::BlockPlace place = detail::block_place(args);
+  const HeadParams<Cfg, Output> prm = detail::head_params(args, place.h);
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const int quad = lane % 4;
+  const std::int64_t nq = p.q.seq, nkv = p.k.seq;
+  const std::int64_t row0 = static_cast<std::int64_t>(place.q_tile) * BM;
+  const std::int64_t warp_row0 = row0 + warp * 16;
+  const bool warp_active = warp_row0 < nq;
+
+  if constexpr (Shape::d_padded > D) {  // zero the head-dim padding once (D = 80 pads to 96)
+    for (int r = static_cast<int>(threadIdx.x); r < BM + 2 * STEP; r += Shape::threads) {
+      std::uint8_t* row = r < BM ? q_s + r * Shape::qk_stride : k_s + (r - BM) * Shape::qk_stride;
+      *reinterpret_cast<uint4*>(row + D) = make_uint4(0, 0, 0, 0);
+    }
+  }
+
+  // load: Q once, K/V of a step as one cp.async group into a stage.
+  const std::int8_t* const k_head =
+      p.k.data + place.z * p.k.stride_batch + place.h * p.k.stride_head;
+  const std::int8_t* const v_head =
+      p.v.data + place.z * p.v.stride_batch + place.h * p.v.stride_head;
+  const detail::TileCopier<D, STEP, Shape::qk_stride, Shape::threads> k_copier(p.k.stride_seq);
+  const detail::TileCopier<D, STEP, Shape::vn_stride, Shape::threads> v_copier(p.v.stride_seq);
+  {
+    const detail::TileCopier<D, BM, Shape::qk_stride, Shape::threads> q_copier(p.q.stride_seq);
+    q_copier.issue(
+        q_s,
+        p.q.data + place.z * p.q.stride_batch + place.h * p.q.stride_head + row0 * p.q.stride_seq,
+        nq - row0);
+  }
+  const auto load_step = [&](int stage, std::int64_t key0) {
+    k_copier.issue(k_s + stage * Shape::k_bytes, k_head + key0 * p.k.stride_seq, nkv - key0);
+    v_copier.issue(vn_s + stage * Shape::vn_bytes, v_head + key0 * p.v.stride_seq, nkv - key0);
+    cp_async_commit();
+  };
+  const auto steps = static_cast<int>((nkv + STEP - 1) / STEP);
+  load_step(0, 0);
+  if (steps > 1) load_step(1, STEP);
+
+  std::uint32_t q_frag[Shape::k_chunks_qk][4];
+  std::int32_t acc[Shape::d_tiles][4];  // biased: x + 2^31
+  QFLASH_UNROLL
+  for (int dn = 0; dn < Shape::d_tiles; ++dn) {
+    QFLASH_UNROLL
+    for (int i = 0; i < 4; ++i) acc[dn][i] = static_cast<std::int32_t>(kBias);
+  }
+  detail::RowFrames rows{};
+
+  // frames: the new frame of each row from its tile max; accumulators and sums move to it.
+  const auto move_frames = [&](const std::int32_t(&tile_max)[2], bool started) {
+    bool moves = false;
+    MergeFactors move[2];
+    QFLASH_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      const RowState state{rows.frame[r], rows.sum[r], started};
+      const std::int32_t frame = Softmax::reference_max(state, tile_max[r]);
+      move[r] = started ? Softmax::frame_move(rows.frame[r], frame, prm.exp)
+                        : MergeFactors{kOneQ30, kOneQ30};
+      moves = moves || move[r].state_q30 != kOneQ30 || move[r].state_shift != 30;
+      rows.sum[r] =
+          started ? Softmax::rescale(rows.sum[r], move[r].state_q30, move[r].state_shift) : 0;
+      rows.frame[r] = frame;
+    }
+    if (__any_sync(0xffffffffu, moves)) {
+      QFLASH_UNROLL
+      for (int r = 0; r < 2; ++r) {
+        const std::uint64_t addend = Softmax::biased_addend(move[r].state_q30, move[r].state_shift);
+        QFLASH_UNROLL
+        for (int dn = 0; dn < Shape::d_tiles; ++dn) {
+          QFLASH_UNROLL
+          for (int c = 0; c < 2; ++c) {
+            std::int32_t& a = acc[dn][2 * r + c];
+            a = static_cast<std::int32_t>(Softmax::rescale_biased(
+                static_cast<std::uint32_t>(a), addend, move[r].state_q30, move[r].state_shift));
+          }
+        }
+      }
+    }
+  };
+
+  // scores, frames and softmax of one step; `Ragged`: keys at or past keys_left are padding.
+  const auto block_softmax = [&]<bool Ragged>(detail::ProbabilityFragments<Shape>& prob,
+                                              const std::uint8_t* ks, int keys_left, bool started) {
+    std::int32_t s[Shape::n_tiles][4] = {};
+    detail::qk_scores<Shape, Shape::n_tiles>(s, q_frag, ks, lane);
+    const auto visible = [&](int nt, int e) {
+      return !Ragged || 8 * nt + 2 * quad + (e % 2) < keys_left;
+    };
+    std::int32_t tile_max[2] = {IntTraits<std::int32_t>::min, IntTraits<std::int32_t>::min};
+    QFLASH_UNROLL
+    for (int nt = 0; nt < Shape::n_tiles; ++nt) {
+      QFLASH_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        if (visible(nt, e)) tile_max[e / 2] = max(tile_max[e / 2], s[nt][e]);
+      }
+    }
+    QFLASH_UNROLL
+    for (int r = 0; r < 2; ++r) {  // the largest score has the largest logit (bias-free launch)
+      tile_max[r] = Logit::apply_offset(detail::quad_max(tile_max[r]), 0, prm.logit);
+    }
+    move_frames(tile_max, started);
+    const std::int32_t offset[2] = {Exp::kHeadroom - rows.frame[0], Exp::kHeadroom - rows.frame[1]};
+    std::uint32_t high_sum[2] = {0, 0};
+    QFLASH_UNROLL
+    for (int nt = 0; nt < Shape::n_tiles; nt += 2) {
+      QFLASH_UNROLL
+      for (int r = 0; r < 2; ++r) {
+        std::uint32_t pr[4];  // keys (nt, 2q), (nt, 2q+1), (nt+1, 2q), (nt+1, 2q+1) of row r
+        QFLASH_UNROLL
+        for (int i = 0; i < 4; ++i) {
+          const int t = nt + i / 2, e = 2 * r + i % 2;
+          const auto high = static_cast<std::uint32_t>(
+              Exp::product(Logit::apply_offset(s[t][e], offset[r], prm.logit)) >> 32);
+          const std::uint32_t kept = visible(t, e) ? high : 0u;
+          high_sum[r] += kept;
+          pr[i] = static_cast<std::uint32_t>(Exp::from_high_word(kept).p);
+        }
+        // S tiles nt, nt + 1 (row r) -> register r + 2 ((nt / 2) % 2) of k-chunk nt / 4.
+        prob.reg[nt / 4][r + 2 * ((nt / 2) % 2)] =
+            detail::byte_perm(detail::byte_perm(pr[0], pr[1], 0x0040),
+                              detail::byte_perm(pr[2], pr[3], 0x0040), 0x5410);
+      }
+    }
+    // The row sum: sum of weights = sum of high words - (visible keys) * kWeightOffset.
+    QFLASH_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      rows.sum[r] += static_cast<std::int32_t>(detail::quad_sum(high_sum[r]) -
+                                               static_cast<std::uint32_t>(keys_left) *
+                                                   static_cast<std::uint32_t>(Exp::kWeightOffset));
+    }
+  };
+
+  // P V into the accumulators (P is zero past keys_left; whole k-chunks of padding skipped).
+  const auto accumulate_pv = [&](const detail::ProbabilityFragments<Shape>& prob, int keys_left) {
+    QFLASH_UNROLL
+    for (int kc = 0; kc < Shape::k_chunks_pv; ++kc) {
+      if (kc > 0 && 32 * kc >= keys_left) break;  // warp-uniform
+      QFLASH_UNROLL
+      for (int dn = 0; dn < Shape::d_tiles; dn += 2) {
+        std::uint32_t v[4];
+        const int d = 8 * dn + (lane % 8) + 8 * (lane / 16);
+        ldmatrix_x4(v, vt_s + d * Shape::vt_stride + 32 * kc + 16 * ((lane / 8) % 2));
+        mma_u8s8(acc[dn], prob.reg[kc], {v[0], v[1]});
+        mma_u8s8(acc[dn + 1], prob.reg[kc], {v[2], v[3]});
+      }
+    }
+  };
+
+  for (int step = 0; step < steps; ++step) {
+    const int stage = step & 1;
+    const std::int64_t key0 = static_cast<std::int64_t>(step) * STEP;
+    const auto keys_left = static_cast<int>(nkv - key0 < STEP ? nkv - key0 : STEP);
+    if (step == 0 && steps > 1) {
+      cp_async_wait<1>();  // Q and step 0 (step 1 may still be in flight)
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // (A) step `step` (and Q) visible to all; step - 1 fully consumed
+    if (step > 0 && step + 1 < steps) load_step(stage ^ 1, key0 + STEP);
+    detail::transpose_v<Shape, D>(vn_s + stage * Shape::vn_bytes, vt_s);
+    detail::ProbabilityFragments<Shape> prob;
+    if (warp_active) {
+      if (step == 0) detail::load_q_fragments<Shape>(q_frag, q_s, warp, lane);
+      const std::uint8_t* ks = k_s + stage * Shape::k_bytes;
+      if (keys_left == STEP) {
+        block_softmax.template operator()<false>(prob, ks, keys_left, step > 0);
+      } else {
+        block_softmax.template operator()<true>(prob, ks, keys_left, step > 0);
+      }
+    }
+    __syncthreads();  // (B) vt_s complete
+    if (warp_active) accumulate_pv(prob, keys_left);
+  }
+
+  // epilogue: each row's output policy from its frame and sum; rows at or past Nq are skipped.
+  if (warp_active) {
+    QFLASH_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      const std::int64_t row = warp_row0 + lane / 4 + 8 * r;
+      if (row >= nq) continue;
+      const typename Output::Row output_row =
+          finalize_row<Output>(RowState{rows.frame[r], rows.sum[r], steps > 0}, prm.output);
+      detail::store_row<Shape::d_tiles>(
+          args.out, args.paired_output, place.z, place.h, row, quad, [&](int dn, int c) {
+            return Output::apply(
+                static_cast<std::int32_t>(static_cast<std::uint32_t>(acc[dn][2 * r + c]) ^ kBias),
+                output_row);
+          });
+    }
+  }
+}
+
+}  // namespace qflash::device
