@@ -12,10 +12,13 @@ part of the run-to-run spread). Rows:
   qflash-<preset>-<out>               our kernel alone on int8 Q/K/V (inputs already quantized)
   qflash-<preset>-f16-e2e             fp16 in -> device quantize + calibrate -> kernel -> fp16 out
   qflash-official                     the released QFlash Triton kernel, if --official is given
-SQNR is against float64 attention on the same fp16 inputs.
+SQNR is against float64 attention on the same fp16 inputs. With --energy, each row also gets the
+GPU's energy per call in mJ: NVML's total-energy counter (nvmlDeviceGetTotalEnergyConsumption,
+read through ctypes from libnvidia-ml) over back-to-back calls for about 0.5 s, divided by the
+number of calls; that includes the idle power of the card while it runs the calls.
 
 Usage: python3 bench/benchmark.py --lib build/bench/libqflash_capi.so [--suite paper|large|all]
-       [--official path/to/qflash-repo] [--tsv out.tsv]
+       [--presets fast,precise,paper] [--official path/to/qflash-repo] [--energy] [--tsv out.tsv]
 """
 import argparse
 import ctypes
@@ -37,7 +40,7 @@ LARGE = [("L1-vitb384", 32, 12, 577, 64), ("L2-vitl512", 16, 16, 1025, 64),
          ("L3-sam4096", 4, 12, 4096, 64), ("L4-d128", 4, 16, 4096, 128),
          ("L5-16k", 1, 8, 16384, 64), ("vitb-b256", 256, 12, 197, 64),
          ("swinT-s1-b64", 4096, 3, 49, 32)]
-PRESETS = {"paper": 0, "precise": 1, "precise_cubic": 2}
+PRESETS = {"paper": 0, "precise": 1, "precise_cubic": 2, "fast": 3}
 OUTPUTS = {"s8": 0, "s16": 1, "s32": 2, "f16": 3}
 TORCH_OUT = {"s8": torch.int8, "s16": torch.int16, "s32": torch.int32, "f16": torch.float16}
 
@@ -105,6 +108,48 @@ def bench_queued(fn, calls=200, spin_cycles=200_000):
     return times[len(times) // 2]
 
 
+class Nvml:
+    """The total-energy counter of the GPU that torch uses (NVML index = CUDA index 0 here)."""
+
+    def __init__(self):
+        self.lib = ctypes.CDLL("libnvidia-ml.so.1")
+        if self.lib.nvmlInit_v2() != 0:
+            raise RuntimeError("nvmlInit failed")
+        self.handle = ctypes.c_void_p()
+        bus = torch.cuda.get_device_properties(torch.cuda.current_device())
+        pci = f"{bus.pci_domain_id:08x}:{bus.pci_bus_id:02x}:{bus.pci_device_id:02x}.0".encode()
+        if self.lib.nvmlDeviceGetHandleByPciBusId_v2(pci, ctypes.byref(self.handle)) != 0:
+            raise RuntimeError(f"no NVML device at {pci.decode()}")
+
+    def millijoules(self):
+        value = ctypes.c_ulonglong()
+        if self.lib.nvmlDeviceGetTotalEnergyConsumption(self.handle, ctypes.byref(value)) != 0:
+            raise RuntimeError("nvmlDeviceGetTotalEnergyConsumption failed")
+        return value.value
+
+
+_NVML = None
+
+
+def energy_per_call(fn, seconds=0.5):
+    """mJ per call: back-to-back calls for about `seconds`, NVML energy before and after."""
+    fn()
+    torch.cuda.synchronize()
+    start = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(10):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    calls = max(20, int(seconds * 1000 / max(start.elapsed_time(end) / 10, 1e-3)))
+    before = _NVML.millijoules()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return (_NVML.millijoules() - before) / calls
+
+
 def official_launcher(official, q, k, v):
     """The released kernel's launch closure: the function its latency mode hands to do_bench."""
     captured = {}
@@ -133,9 +178,10 @@ def run_workload(lib, name, z, h, n, d, batch, args, rows, official):
     def add(method, ms, out=None, scale=1.0, fn=None):
         s = sqnr_db(ref, out.float() * scale) if (ref is not None and out is not None) else float("nan")
         queued = bench_queued(fn) if fn is not None else float("nan")
-        rows.append((name, batch, method, ms, ops / (ms * 1e-3) / 1e12, s, queued))
+        mj = energy_per_call(fn) if (fn is not None and _NVML is not None) else float("nan")
+        rows.append((name, batch, method, ms, ops / (ms * 1e-3) / 1e12, s, queued, mj))
         print(f"{name:>13} b{batch:<4} {method:<28} {ms * 1000:9.1f} us {ops / (ms * 1e-3) / 1e12:8.1f} TOPS "
-              f"{s:7.2f} dB   queued {queued * 1000:7.1f} us", flush=True)
+              f"{s:7.2f} dB   queued {queued * 1000:7.1f} us {mj:8.2f} mJ", flush=True)
 
     for label, backend in (("sdpa-cudnn-fp16", SDPBackend.CUDNN_ATTENTION),
                            ("sdpa-flash-fp16", SDPBackend.FLASH_ATTENTION),
@@ -204,7 +250,11 @@ def main():
     ap.add_argument("--outputs", default="s8")
     ap.add_argument("--official", default=None, help="path of a checkout of the released QFlash code")
     ap.add_argument("--tsv", default=None)
+    ap.add_argument("--energy", action="store_true", help="NVML energy per call for every row")
     args = ap.parse_args()
+    if args.energy:
+        global _NVML
+        _NVML = Nvml()
     args.presets = args.presets.split(",")
     args.outputs = args.outputs.split(",")
     lib = load_lib(args.lib)
@@ -228,9 +278,9 @@ def main():
     if args.tsv:
         with open(args.tsv, "w") as f:
             f.write(header + "\n")
-            f.write("workload\tbatch\tmethod\tms\tTOPS\tSQNR_dB\tqueued_ms\n")
+            f.write("workload\tbatch\tmethod\tms\tTOPS\tSQNR_dB\tqueued_ms\tmJ_per_call\n")
             for r in rows:
-                f.write(f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3]:.4f}\t{r[4]:.1f}\t{r[5]:.2f}\t{r[6]:.4f}\n")
+                f.write(f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3]:.4f}\t{r[4]:.1f}\t{r[5]:.2f}\t{r[6]:.4f}\t{r[7]:.3f}\n")
     return 0
 
 

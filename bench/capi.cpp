@@ -22,7 +22,7 @@ struct Plan {
 };
 
 bool valid_ids(int preset, int output) {
-  return preset >= 0 && preset <= 2 && output >= 0 && output <= 3;
+  return preset >= 0 && preset <= 3 && output >= 0 && output <= 3;
 }
 
 /// A [Z, H, N, D] view of device data from a shape[4] and strides[4] (elements).

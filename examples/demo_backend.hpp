@@ -89,11 +89,14 @@ using CaseData =
                  TypedCase<presets::Precise, OutputFor<presets::Precise, std::int16_t>>,
                  TypedCase<presets::Precise, OutputFor<presets::Precise, std::int32_t>>,
                  TypedCase<presets::Precise, OutputFor<presets::Precise, Float16>>,
-                 TypedCase<presets::PreciseCubic, OutputFor<presets::PreciseCubic, std::int8_t>>>;
+                 TypedCase<presets::PreciseCubic, OutputFor<presets::PreciseCubic, std::int8_t>>,
+                 TypedCase<presets::Fast, OutputFor<presets::Fast, std::int8_t>>,
+                 TypedCase<presets::Fast, OutputFor<presets::Fast, std::int16_t>>,
+                 TypedCase<presets::Fast, OutputFor<presets::Fast, Float16>>>;
 
 /// One row of the demo, as a backend receives it.
 struct DemoCase {
-  std::string preset;        ///< "Paper", "Precise", "PreciseCubic"
+  std::string preset;        ///< "Paper", "Precise", "PreciseCubic", "Fast"
   std::string output;        ///< "s8", "s8-calibrated", "s16", "s32", "f16"
   double output_scale;       ///< real value per output unit (1 for f16, whose values are real)
   CaseData data;             ///< the typed parameters and the reference output

@@ -26,9 +26,11 @@ constexpr Preset preset_of() {
     return Preset::paper;
   } else if constexpr (std::is_same_v<Cfg, presets::Precise>) {
     return Preset::precise;
-  } else {
-    static_assert(std::is_same_v<Cfg, presets::PreciseCubic>, "demo: unknown preset");
+  } else if constexpr (std::is_same_v<Cfg, presets::PreciseCubic>) {
     return Preset::precise_cubic;
+  } else {
+    static_assert(std::is_same_v<Cfg, presets::Fast>, "demo: unknown preset");
+    return Preset::fast;
   }
 }
 

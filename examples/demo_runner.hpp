@@ -467,7 +467,7 @@ struct ReferenceRow {
 
 /// The rows of the demo, in table order.
 inline std::vector<ReferenceRow> reference_rows() {
-  using presets::Paper, presets::Precise, presets::PreciseCubic;
+  using presets::Fast, presets::Paper, presets::Precise, presets::PreciseCubic;
   return {
       {"Paper", "s8",
        [](const DemoWorkload& d) {
@@ -497,6 +497,18 @@ inline std::vector<ReferenceRow> reference_rows() {
       {"PreciseCubic", "s8",
        [](const DemoWorkload& d) {
          return run_reference_case<PreciseCubic, std::int8_t>(d, "PreciseCubic", "s8", 0.0f);
+       }},
+      {"Fast", "s8",
+       [](const DemoWorkload& d) {
+         return run_reference_case<Fast, std::int8_t>(d, "Fast", "s8", 0.0f);
+       }},
+      {"Fast", "s16",
+       [](const DemoWorkload& d) {
+         return run_reference_case<Fast, std::int16_t>(d, "Fast", "s16", 0.0f);
+       }},
+      {"Fast", "f16",
+       [](const DemoWorkload& d) {
+         return run_reference_case<Fast, Float16>(d, "Fast", "f16", 0.0f);
        }},
   };
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file
-/// Internal: the project's own compiled kernel instantiations (3 presets x 4 output types x 5
+/// Internal: the project's own compiled kernel instantiations (4 presets x 4 output types x 5
 /// head dims) behind a host-only interface, shared by the GPU tests, the demo's CUDA backend and
 /// the benchmark's C API so that each kernel is compiled once. Not installed: a downstream
 /// project instantiates `qflash::device::flash_attention` in its own .cu files.
@@ -17,7 +17,7 @@
 
 namespace qflash::instances {
 
-enum class Preset : int { paper = 0, precise = 1, precise_cubic = 2 };
+enum class Preset : int { paper = 0, precise = 1, precise_cubic = 2, fast = 3 };
 
 /// A Z x H x N x D attention shape (self-attention: Nq = Nkv = N).
 struct Workload {

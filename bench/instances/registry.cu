@@ -18,6 +18,7 @@ namespace detail {
 QFLASH_DECLARE_PRESET(paper)
 QFLASH_DECLARE_PRESET(precise)
 QFLASH_DECLARE_PRESET(precise_cubic)
+QFLASH_DECLARE_PRESET(fast)
 #undef QFLASH_DECLARE_PRESET
 #undef QFLASH_DECLARE_INSTANCE
 }  // namespace detail
@@ -30,6 +31,8 @@ const char* name(Preset p) {
       return "Precise";
     case Preset::precise_cubic:
       return "PreciseCubic";
+    case Preset::fast:
+      return "Fast";
   }
   return "?";
 }
@@ -64,11 +67,12 @@ std::size_t element_size(OutputType o) {
 
 const Ops& ops(Preset p, OutputType o) {
   using namespace detail;
-  static const Ops* const table[3][4] = {
+  static const Ops* const table[4][4] = {
       {&ops_paper_s8(), &ops_paper_s16(), &ops_paper_s32(), &ops_paper_f16()},
       {&ops_precise_s8(), &ops_precise_s16(), &ops_precise_s32(), &ops_precise_f16()},
       {&ops_precise_cubic_s8(), &ops_precise_cubic_s16(), &ops_precise_cubic_s32(),
-       &ops_precise_cubic_f16()}};
+       &ops_precise_cubic_f16()},
+      {&ops_fast_s8(), &ops_fast_s16(), &ops_fast_s32(), &ops_fast_f16()}};
   return *table[static_cast<int>(p)][static_cast<int>(o)];
 }
 

@@ -27,7 +27,7 @@ using qflash::reference::EquivalenceCase;
 using qflash::reference::InputPattern;
 using qflash::reference::Layout;
 
-constexpr Preset kPresets[] = {Preset::paper, Preset::precise, Preset::precise_cubic};
+constexpr Preset kPresets[] = {Preset::paper, Preset::precise, Preset::precise_cubic, Preset::fast};
 constexpr OutputType kOutputs[] = {OutputType::s8, OutputType::s16, OutputType::s32,
                                    OutputType::f16};
 
@@ -270,7 +270,7 @@ TEST_CASE("gpu == reference: seeded random configurations", "[gpu][random]") {
         std::exp(std::uniform_real_distribution<double>(std::log(30.0), std::log(1e6))(rng));
     if (pick(0, 4) == 0)
       c.out_scale_factor = std::uniform_real_distribution<double>(0.05, 2.0)(rng);
-    const auto p = kPresets[pick(0, 2)];
+    const auto p = kPresets[pick(0, 3)];
     const auto o = kOutputs[pick(0, 3)];
     c.odd_output_stride = pick(0, 7) == 0;
     jobs.push_back({p, o, c, "random case " + std::to_string(i)});
