@@ -167,6 +167,10 @@ def official_launcher(official, q, k, v):
     return captured.get("fn")
 
 
+def tsv_row(r):
+    return f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3]:.4f}\t{r[4]:.1f}\t{r[5]:.2f}\t{r[6]:.4f}\t{r[7]:.3f}\n"
+
+
 def run_workload(lib, name, z, h, n, d, batch, args, rows, official):
     torch.manual_seed(199)
     zb = z * batch
@@ -180,6 +184,9 @@ def run_workload(lib, name, z, h, n, d, batch, args, rows, official):
         queued = bench_queued(fn) if fn is not None else float("nan")
         mj = energy_per_call(fn) if (fn is not None and _NVML is not None) else float("nan")
         rows.append((name, batch, method, ms, ops / (ms * 1e-3) / 1e12, s, queued, mj))
+        if args.tsv:  # row by row, so that an interrupted run keeps what it measured
+            with open(args.tsv, "a") as f:
+                f.write(tsv_row(rows[-1]))
         print(f"{name:>13} b{batch:<4} {method:<28} {ms * 1000:9.1f} us {ops / (ms * 1e-3) / 1e12:8.1f} TOPS "
               f"{s:7.2f} dB   queued {queued * 1000:7.1f} us {mj:8.2f} mJ", flush=True)
 
@@ -269,18 +276,16 @@ def main():
     header = (f"# {torch.cuda.get_device_name()} | torch {torch.__version__} | triton {triton.__version__} | "
               f"{datetime.date.today()} | commit {commit}")
     print(header)
-    rows = []
-    suites = {"paper": [(w, b) for w in PAPER for b in map(int, args.batches.split(","))],
-              "large": [(w, 1) for w in LARGE]}
-    todo = suites["paper"] + suites["large"] if args.suite == "all" else suites[args.suite]
-    for (name, z, h, n, d), batch in todo:
-        run_workload(lib, name, z, h, n, d, batch, args, rows, official)
     if args.tsv:
         with open(args.tsv, "w") as f:
             f.write(header + "\n")
             f.write("workload\tbatch\tmethod\tms\tTOPS\tSQNR_dB\tqueued_ms\tmJ_per_call\n")
-            for r in rows:
-                f.write(f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3]:.4f}\t{r[4]:.1f}\t{r[5]:.2f}\t{r[6]:.4f}\t{r[7]:.3f}\n")
+    rows = []
+    suites = {"paper": [(w, b) for w in PAPER for b in map(int, args.batches.split(","))],
+              "large": [(w, 1) for w in LARGE]}
+    todo = suites["large"] + suites["paper"] if args.suite == "all" else suites[args.suite]
+    for (name, z, h, n, d), batch in todo:
+        run_workload(lib, name, z, h, n, d, batch, args, rows, official)
     return 0
 
 
