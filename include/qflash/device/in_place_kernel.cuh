@@ -231,13 +231,8 @@ __global__ void __launch_bounds__(32 * Warps, kInPlaceMinBlocksPerSm<D>)
   for (int step = 0; step < steps; ++step) {
     const int stage = step & 1;
     const std::int64_t key0 = static_cast<std::int64_t>(step) * STEP;
-    const auto keys_left = static_cast<int>(nkv - key0 < STEP ? nkv - key0 : STEP);
-    if (step == 0 && steps > 1) {
-      cp_async_wait<1>();  // Q and step 0 (step 1 may still be in flight)
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();  // (A) step `step` (and Q) visible to all; step - 1 fully consumed
+    const int keys_left = detail::step_keys<STEP>(nkv, step);
+    detail::await_step(step, steps);  // (A) step `step` (and Q) visible; step - 1 consumed
     if (step > 0 && step + 1 < steps) load_step(stage ^ 1, key0 + STEP);
     detail::transpose_v<Shape, D>(vn_s + stage * Shape::vn_bytes, vt_s);
     detail::ProbabilityFragments<Shape> prob;

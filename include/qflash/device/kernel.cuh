@@ -207,6 +207,25 @@ QFLASH_DEVICE BlockPlace block_place(const Args& args) {
   return BlockPlace{z32, zh - z32 * args.by_heads.divisor, q_tile};
 }
 
+/// Keys of KV step `step`: `Step`, fewer on a ragged last step.
+template <int Step>
+QFLASH_DEVICE int step_keys(std::int64_t nkv, int step) {
+  const std::int64_t left = nkv - static_cast<std::int64_t>(step) * Step;
+  return static_cast<int>(left < Step ? left : Step);
+}
+
+/// The top of a KV step of the two-stage pipeline: waits for the step's cp.async group (and Q's;
+/// on step 0 the group of step 1 may stay in flight) and makes it visible to the CTA. After it,
+/// every warp is done with step - 1, so its stage may be refilled.
+QFLASH_DEVICE void await_step(int step, int steps) {
+  if (step == 0 && steps > 1) {
+    cp_async_wait<1>();
+  } else {
+    cp_async_wait<0>();
+  }
+  __syncthreads();
+}
+
 /// The head parameters of head h (one shared set or one per head; device or inline).
 template <class Args>
 QFLASH_DEVICE auto head_params(const Args& args, std::int64_t h) {
@@ -658,13 +677,8 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
     for (int step = 0; step < steps; ++step) {
       const int stage = step & 1;
       const std::int64_t key0 = static_cast<std::int64_t>(step) * STEP;
-      const auto keys_left = static_cast<int>(nkv - key0 < STEP ? nkv - key0 : STEP);
-      if (step == 0 && steps > 1) {
-        cp_async_wait<1>();  // Q and step 0 (step 1 may still be in flight)
-      } else {
-        cp_async_wait<0>();
-      }
-      __syncthreads();  // (A) step `step` (and Q) visible to all; step - 1 fully consumed
+      const int keys_left = detail::step_keys<STEP>(nkv, step);
+      detail::await_step(step, steps);  // (A) step `step` (and Q) visible; step - 1 consumed
 
       if (step > 0 && step + 1 < steps) issue_step(stage ^ 1, key0 + STEP);  // the next step
       transpose_v(vn_s + stage * Shape::vn_bytes, vt_s);
