@@ -261,11 +261,19 @@ struct AscendingPolyExp2 {
   static constexpr std::uint32_t a1 =
       static_cast<std::uint32_t>(detail::constant_round(c1 * static_cast<double>(a0)));
   static constexpr std::uint32_t a2 = a0 - a1;
-  /// The same polynomial for the Q1.30 rescale factor (A0 = 2^30).
+  /// The Q1.30 rescale factor's cubic, R0 (1 + d1 x + d2 x^2 + d3 x^3), R0 = 2^30, d3 = 1 - d1 -
+  /// d2 (exact at both ends; max relative error 0.011 %). A frame moves at almost every block, so
+  /// the carried state is multiplied by one factor per block: with the quadratic's 0.27 % the
+  /// error of a 16k-key row grew to 42.6 dB SQNR against exact attention on the int8 codes (62.3
+  /// with the cubic). It costs one multiply per row and block, not per score.
+  static constexpr double d1 = 0.6955020102552258;
+  static constexpr double d2 = 0.22626981564297857;
   static constexpr std::uint32_t r0 = std::uint32_t{1} << 30;
   static constexpr std::uint32_t r1 =
-      static_cast<std::uint32_t>(detail::constant_round(c1 * static_cast<double>(r0)));
-  static constexpr std::uint32_t r2 = r0 - r1;
+      static_cast<std::uint32_t>(detail::constant_round(d1 * static_cast<double>(r0)));
+  static constexpr std::uint32_t r2 =
+      static_cast<std::uint32_t>(detail::constant_round(d2 * static_cast<double>(r0)));
+  static constexpr std::uint32_t r3 = r0 - r1 - r2;
 
   /// c0 * 2^x in [c0, 2 c0) for x = f_high / 2^32 (c2k = c0 - c1k): partial sums < 2 c0 <= 2^32.
   QFLASH_HOST_DEVICE static constexpr std::uint32_t mantissa(std::uint32_t f_high, std::uint32_t c0,
@@ -278,6 +286,16 @@ struct AscendingPolyExp2 {
                                         32);
     };
     return step(step(c2k, c1k), c0);
+  }
+  /// R0 2^x in [R0, 2 R0] for x = f_high / 2^32, by the cubic (ascending Horner, floors):
+  /// non-decreasing in f_high, partial sums <= 2^31.
+  QFLASH_HOST_DEVICE static constexpr std::uint32_t rescale_mantissa(
+      std::uint32_t f_high) noexcept {
+    const auto step = [f_high](std::uint32_t m, std::uint32_t c) {
+      return static_cast<std::uint32_t>((std::uint64_t{f_high} * m + (std::uint64_t{c} << 32)) >>
+                                        32);
+    };
+    return step(step(step(r3, r2), r1), r0);
   }
 
   /// 2^w for w in [0, 31], 0 otherwise (shl.b32 semantics: the count is read as unsigned).
@@ -316,7 +334,7 @@ struct AscendingPolyExp2 {
   QFLASH_HOST_DEVICE static constexpr std::int32_t rescale_q30(std::int32_t d,
                                                                Params = {}) noexcept {
     const std::int32_t v = -(d < 0 ? 0 : d);  // in [-(2^31 - 1), 0]
-    const std::uint32_t e = mantissa(static_cast<std::uint32_t>(v) << 16, r0, r1, r2);  // < 2^31
+    const std::uint32_t e = rescale_mantissa(static_cast<std::uint32_t>(v) << 16);  // < 2^31
     return static_cast<std::int32_t>(round_shift_nonneg(e, -(v >> 16)));
   }
 

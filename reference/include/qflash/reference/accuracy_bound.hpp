@@ -134,8 +134,8 @@ struct ExpErrorModel<PolyExp2<Degree, Pmax, SumBits, F>> {
 ///  - E lies within the ascending polynomial's relative error of A0 2^x (found exhaustively,
 ///    floors included); p = floor(y + 1/2 + 2^-(SumBits+1)) and weight = floor(2^SumBits y + 1/2)
 ///    for y = E 2^w / 2^(32 + SumBits), so |p - y| <= 1/2 + 2^-(SumBits+1), |weight - ...| <= 1/2;
-///  - a Q1.30 factor is the same polynomial on 2^30 rounded by 2^-31; a move of the frame down
-///    applies it with a smaller shift, the same relative error (FrameSoftmax).
+///  - a Q1.30 factor is the cubic `rescale_mantissa` on 2^30 rounded by 2^-31; a move of the
+///    frame down applies it with a smaller shift, the same relative error (FrameSoftmax).
 /// FrameSoftmax quantizes P against a frame at or below the running maximum and rescales every
 /// merge: the running-maximum simulation below charges at least that (a larger reference, a
 /// factor error and a rounding at every merge; docs/numerics.md).
@@ -143,21 +143,24 @@ template <int Pmax, int SumBits>
 struct ExpErrorModel<AscendingPolyExp2<Pmax, SumBits>> {
   using Exp = AscendingPolyExp2<Pmax, SumBits>;
   /// max over f of |c0 2^(f / 2^16) - mantissa(f << 16)| / (c0 2^(f / 2^16)).
-  static double ascending_error(std::uint32_t c0, std::uint32_t c1, std::uint32_t c2) {
+  template <class Mantissa>
+  static double ascending_error(std::uint32_t c0, Mantissa mantissa) {
     double worst = 0.0;
     for (std::uint32_t f = 0; f < (1u << 16); ++f) {
       const double exact = static_cast<double>(c0) * std::exp2(static_cast<double>(f) / 65536.0);
-      const double e = static_cast<double>(Exp::mantissa(f << 16, c0, c1, c2));
+      const double e = static_cast<double>(mantissa(f << 16));
       worst = std::fmax(worst, std::fabs(e - exact) / exact);
     }
     return worst;
   }
   static double mantissa_error() {
-    static const double value = ascending_error(Exp::a0, Exp::a1, Exp::a2);
+    static const double value = ascending_error(
+        Exp::a0, [](std::uint32_t f) { return Exp::mantissa(f, Exp::a0, Exp::a1, Exp::a2); });
     return value;
   }
   static double q30_error() {
-    static const double value = ascending_error(Exp::r0, Exp::r1, Exp::r2);
+    static const double value =
+        ascending_error(Exp::r0, [](std::uint32_t f) { return Exp::rescale_mantissa(f); });
     return value;
   }
   template <class LogitParams, class ExpParams>
