@@ -129,7 +129,8 @@ int qflash_half_run(int preset, int output, const void* q, const void* k, const 
   const std::int64_t out_strides[4] = {strides[12], strides[13], strides[14], strides[15]};
   return static_cast<int>(ops.launch_from_half(
       view<std::uint16_t>(q, q_shape, strides), view<std::uint16_t>(k, kv_shape, strides + 4),
-      view<std::uint16_t>(v, kv_shape, strides + 8), out, out_strides, ws, stream));
+      view<std::uint16_t>(v, kv_shape, strides + 8), AttentionBias{}, AttentionMask{}, out,
+      out_strides, ws, stream));
 }
 
 const char* qflash_status_name(int status) { return to_string(static_cast<Status>(status)); }

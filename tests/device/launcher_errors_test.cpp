@@ -332,10 +332,11 @@ TEST_CASE("device launcher: launches captured in a CUDA graph replay bit-exactly
   const instances::HalfPipelineWorkspace ws{q8.get(),   k8.get(),      v8.get(),       scales.get(),
                                             amax.get(), dparams.get(), statuses.get(), 1};
   const auto hv = bhnd<const std::uint16_t>(dh.get(), z, h, n, d);
-  REQUIRE(f16.launch_from_half(hv, hv, hv, eager.get(), strides, ws, stream) == Status::ok);
+  REQUIRE(f16.launch_from_half(hv, hv, hv, {}, {}, eager.get(), strides, ws, stream) == Status::ok);
   test::cuda_check(cudaStreamSynchronize(stream), "synchronize");
   test::cuda_check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "begin capture");
-  const Status pipeline = f16.launch_from_half(hv, hv, hv, replay.get(), strides, ws, stream);
+  const Status pipeline =
+      f16.launch_from_half(hv, hv, hv, {}, {}, replay.get(), strides, ws, stream);
   const cudaError_t end16 = cudaStreamEndCapture(stream, &graph);
   REQUIRE(pipeline == Status::ok);
   REQUIRE(end16 == cudaSuccess);

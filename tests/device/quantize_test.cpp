@@ -131,8 +131,8 @@ TEST_CASE("fp16 pipeline on the device == host reference on host-quantized input
       const auto view = [&](const GpuBuffer<std::uint16_t>& b) {
         return bhnd<const std::uint16_t>(b.get(), z, h, n, d);
       };
-      REQUIRE(ops.launch_from_half(view(dq), view(dk), view(dv), out.get(), strides, ws, nullptr) ==
-              Status::ok);
+      REQUIRE(ops.launch_from_half(view(dq), view(dk), view(dv), {}, {}, out.get(), strides, ws,
+                                   nullptr) == Status::ok);
       const auto actual = out.download();
 
       // Host: quantize with the host helpers, calibrate, run the integer reference.
@@ -188,7 +188,7 @@ TEST_CASE("fp16 pipeline: a head that calibrate rejects outputs NaN or 0 and say
     const std::int64_t strides[4] = {h * n * d, n * d, d, 1};
     const auto q_view = bhnd<const std::uint16_t>(dq.get(), z, h, n, d);
     const auto v_view = bhnd<const std::uint16_t>(dv.get(), z, h, n, d);
-    REQUIRE(ops.launch_from_half(q_view, q_view, v_view, out.get(), strides, ws, nullptr) ==
+    REQUIRE(ops.launch_from_half(q_view, q_view, v_view, {}, {}, out.get(), strides, ws, nullptr) ==
             Status::ok);
     CHECK(statuses.download()[0] == Status::logit_range_exceeded);
     const auto actual = out.download();

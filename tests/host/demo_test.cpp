@@ -16,8 +16,8 @@
 #include <variant>
 #include <vector>
 
-#include "../../examples/demo_cli.hpp"
-#include "../../examples/demo_runner.hpp"
+#include "demo_cli.hpp"
+#include "demo_runner.hpp"
 #include "support/catch.hpp"
 
 namespace {
@@ -219,8 +219,7 @@ TEST_CASE("demo: .npy inputs with bias and mask round-trip through files", "[dem
 
   // [N, D] inputs are Z = H = 1.
   const std::vector<float> nd(17 * 64, 0.5f);
-  reference::write_npy(dir.path() / "nd.npy",
-                       reference::make_npy(std::span<const float>(nd), {17, 64}));
+  npy::write_npy(dir.path() / "nd.npy", npy::make_npy(std::span<const float>(nd), {17, 64}));
   const FloatWorkload two_d = load_npy_workload(qkv_from(dir.path() / "nd.npy"));
   CHECK(two_d.batch == 1);
   CHECK(two_d.heads == 1);
@@ -234,14 +233,12 @@ TEST_CASE("demo: .npy inputs with bias and mask round-trip through files", "[dem
   QFLASH_CHECK_THROWS_CONTAINING(load_npy_workload(paths), "rt_mask.npy", "expected a float array");
   paths.bias.clear();
   const std::vector<std::uint8_t> three_windows(3 * 17 * 17, 1);
-  reference::write_npy(
-      dir.path() / "m3.npy",
-      reference::make_npy(std::span<const std::uint8_t>(three_windows), {3, 17, 17}));
+  npy::write_npy(dir.path() / "m3.npy",
+                 npy::make_npy(std::span<const std::uint8_t>(three_windows), {3, 17, 17}));
   paths.mask = dir.path() / "m3.npy";
   QFLASH_CHECK_THROWS_CONTAINING(load_npy_workload(paths), "m3.npy", "do not divide the batch");
   const std::vector<float> odd_dim(17 * 48, 0.0f);
-  reference::write_npy(dir.path() / "d48.npy",
-                       reference::make_npy(std::span<const float>(odd_dim), {17, 48}));
+  npy::write_npy(dir.path() / "d48.npy", npy::make_npy(std::span<const float>(odd_dim), {17, 48}));
   QFLASH_CHECK_THROWS_CONTAINING(load_npy_workload(qkv_from(dir.path() / "d48.npy")),
                                  "head dim 48");
 }
@@ -314,8 +311,8 @@ TEST_CASE("demo: non-finite inputs are reported by file name and fail the run", 
   const fs::path v = dir.path() / "nf_v.npy";
   const auto write_floats = [&](const std::string& name, std::vector<float> values,
                                 std::vector<std::int64_t> shape) {
-    reference::write_npy(dir.path() / name,
-                         reference::make_npy(std::span<const float>(values), std::move(shape)));
+    npy::write_npy(dir.path() / name,
+                   npy::make_npy(std::span<const float>(values), std::move(shape)));
     return dir.path() / name;
   };
   std::vector<float> bad = w.q;

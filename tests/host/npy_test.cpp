@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // .npy files: round trips through a temporary directory, the three format versions, and every
 // error the reader reports.
+#include "npy.hpp"
+
 #include <unistd.h>
 
 #include <atomic>
@@ -11,7 +13,6 @@
 #include <iterator>
 #include <limits>
 #include <optional>
-#include <qflash/reference/npy.hpp>
 #include <streambuf>
 #include <string>
 #include <utility>
@@ -21,7 +22,7 @@
 
 namespace {
 
-using namespace qflash::reference;
+using namespace qflash::npy;
 namespace fs = std::filesystem;
 
 /// A fresh directory under the system temp directory, removed with its files at scope exit.

@@ -26,9 +26,6 @@
 
 namespace qflash {
 
-/// log2(e), the factor that turns a natural-log softmax into base 2.
-inline constexpr double kLog2e = 1.4426950408889634;
-
 /// All runtime constants of one head: one Params aggregate per policy.
 template <KernelConfig Cfg, OutputPolicy Output>
 struct HeadParams {

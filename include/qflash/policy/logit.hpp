@@ -23,6 +23,24 @@ namespace qflash {
 inline constexpr int kBiasFractionBits = 16;
 /// Saturation bound of a converted bias and of a scaled score, in the policy's own units.
 inline constexpr std::int32_t kLogitHalfRange = std::int32_t{1} << 28;
+
+/// log2(e), the factor that turns a natural-log softmax into base 2.
+inline constexpr double kLog2e = 1.4426950408889634;
+
+/// A bias in nats -> Q16 octaves, the format of AttentionBias:
+/// round_half_away_from_zero((double)nats * log2(e) * 65536), saturated to
+/// [-kLogitHalfRange, kLogitHalfRange] = [-2^28, 2^28] (4096 octaves: any saturated bias already
+/// drives a probability to 0). -inf gives -2^28 (a saturated, not a masked, key: use a mask to
+/// hide keys), +inf gives 2^28, NaN gives 0. The double product rounds once (x 65536 is exact).
+/// One definition for the host reference's quantize_bias and device-side conversions.
+QFLASH_HOST_DEVICE constexpr std::int32_t bias_to_q16_octaves(float nats) noexcept {
+  const double octaves_q16 = static_cast<double>(nats) * kLog2e * 65536.0;
+  const auto limit = static_cast<double>(kLogitHalfRange);
+  if (octaves_q16 != octaves_q16) return 0;  // NaN
+  if (octaves_q16 >= limit) return kLogitHalfRange;
+  if (octaves_q16 <= -limit) return -kLogitHalfRange;
+  return static_cast<std::int32_t>(round_to_int64(octaves_q16));
+}
 /// Largest |Q K^T| for int8 inputs: 128 * 128 per head-dim element.
 QFLASH_HOST_DEVICE constexpr std::int64_t max_abs_score(int head_dim) noexcept {
   return std::int64_t{128} * 128 * head_dim;

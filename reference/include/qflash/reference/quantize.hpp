@@ -219,19 +219,10 @@ inline std::vector<double> dequantize(std::span<const Float16> values) {
 /// `heads` is H, or 1 to broadcast over heads. Shared by every batch element and window.
 using FloatBias = BiasView<float>;
 
-/// A bias in nats -> Q16 octaves, the format of AttentionBias:
-/// round_half_away_from_zero((double)nats * log2(e) * 65536), saturated to
-/// [-kLogitHalfRange, kLogitHalfRange] = [-2^28, 2^28] (4096 octaves: any saturated bias already
-/// drives a probability to 0). -inf gives -2^28 (a saturated, not a masked, key: use a mask to
-/// hide keys), +inf gives 2^28, NaN gives 0. The double product rounds once (x 65536 is exact).
-inline std::int32_t quantize_bias(float nats) noexcept {
-  const double octaves_q16 = static_cast<double>(nats) * kLog2e * 65536.0;
-  const auto limit = static_cast<double>(kLogitHalfRange);
-  if (std::isnan(octaves_q16)) return 0;
-  if (octaves_q16 >= limit) return kLogitHalfRange;
-  if (octaves_q16 <= -limit) return -kLogitHalfRange;
-  return static_cast<std::int32_t>(round_to_int64(octaves_q16));
-}
+/// A bias in nats -> Q16 octaves (qflash::bias_to_q16_octaves: round half away from zero of
+/// nats * log2(e) * 65536, saturated at +-2^28, NaN -> 0; the same function converts on the
+/// device).
+inline std::int32_t quantize_bias(float nats) noexcept { return bias_to_q16_octaves(nats); }
 
 /// Element-wise `quantize_bias` of a contiguous array (a dense [heads, Nq, Nkv] bias, or one
 /// contiguous relative-position table). Returns shape_mismatch when the sizes differ, and

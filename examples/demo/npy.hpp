@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file
-/// Reading and writing NumPy .npy files (format versions 1.0, 2.0 and 3.0), so that real
-/// activations can be fed to the references and the demo.
+/// The demo's NumPy .npy reading and writing (format versions 1.0, 2.0 and 3.0), so that real
+/// activations can be fed to the demo. Part of the demo application, not of the library.
 ///
 /// Supported: little-endian, C-order arrays of dtypes <f2 <f4 <f8 |i1 |u1 |b1 <i4 (for one-byte
 /// types any byte-order character is accepted). Not supported, and reported as an NpyError:
@@ -30,7 +30,7 @@
 
 #include "qflash/core/float16.hpp"
 
-namespace qflash::reference {
+namespace qflash::npy {
 
 /// A problem with a .npy file; what() names the file and the problem, e.g.
 /// "q.npy: unsupported dtype '<c8'".
@@ -632,4 +632,4 @@ NpyArray make_npy(std::span<const T> values, std::vector<std::int64_t> shape) {
   return array;
 }
 
-}  // namespace qflash::reference
+}  // namespace qflash::npy

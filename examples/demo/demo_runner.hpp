@@ -22,7 +22,6 @@
 #include <qflash/reference/attention_float.hpp>
 #include <qflash/reference/flash_attention_int.hpp>
 #include <qflash/reference/metrics.hpp>
-#include <qflash/reference/npy.hpp>
 #include <qflash/reference/quantize.hpp>
 #include <random>
 #include <sstream>
@@ -33,6 +32,7 @@
 #include <vector>
 
 #include "demo_backend.hpp"
+#include "npy.hpp"
 
 namespace qflash::demo {
 
@@ -121,7 +121,7 @@ inline std::string shape_string(const std::vector<std::int64_t>& shape) {
 }
 
 /// A [Z, H, N, D], [H, N, D] or [N, D] array as its four extents (missing leading ones are 1).
-inline std::array<std::int64_t, 4> as_zhnd(const reference::NpyArray& a) {
+inline std::array<std::int64_t, 4> as_zhnd(const npy::NpyArray& a) {
   if (a.shape.size() < 2 || a.shape.size() > 4) {
     throw std::runtime_error(a.source +
                              ": expected a [Z, H, N, D], [H, N, D] or [N, D] array, got shape " +
@@ -167,11 +167,11 @@ inline void require_finite(const std::vector<float>& values, const std::vector<s
                            "); the demo needs finite inputs" + hint);
 }
 
-inline reference::NpyArray read_floating(const std::filesystem::path& path) {
-  reference::NpyArray a = reference::read_npy(path);
+inline npy::NpyArray read_floating(const std::filesystem::path& path) {
+  npy::NpyArray a = npy::read_npy(path);
   if (!a.is_floating()) {
     throw std::runtime_error(a.source + ": expected a float array (<f2, <f4 or <f8), got '" +
-                             reference::npy_descr(a.dtype) + "'");
+                             npy::npy_descr(a.dtype) + "'");
   }
   return a;
 }
@@ -185,11 +185,11 @@ inline reference::NpyArray read_floating(const std::filesystem::path& path) {
 /// also for a NaN or an infinity in q, k, v or the bias (an f8 value beyond the float range
 /// counts as infinite).
 inline FloatWorkload load_npy_workload(const NpyPaths& paths) {
-  const reference::NpyArray q = detail::read_floating(paths.q);
-  const reference::NpyArray k = detail::read_floating(paths.k);
-  const reference::NpyArray v = detail::read_floating(paths.v);
+  const npy::NpyArray q = detail::read_floating(paths.q);
+  const npy::NpyArray k = detail::read_floating(paths.k);
+  const npy::NpyArray v = detail::read_floating(paths.v);
   const auto eq = detail::as_zhnd(q), ek = detail::as_zhnd(k), ev = detail::as_zhnd(v);
-  const auto mismatch = [&](const reference::NpyArray& a, const std::string& why) {
+  const auto mismatch = [&](const npy::NpyArray& a, const std::string& why) {
     return std::runtime_error(a.source + ": shape " + detail::shape_string(a.shape) + " " + why +
                               " (q " + q.source + ": " + detail::shape_string(q.shape) + ")");
   };
@@ -219,7 +219,7 @@ inline FloatWorkload load_npy_workload(const NpyPaths& paths) {
   detail::require_finite(w.k, k.shape, k.source);
   detail::require_finite(w.v, v.shape, v.source);
 
-  const auto leading = [&](const reference::NpyArray& a, const char* what) {
+  const auto leading = [&](const npy::NpyArray& a, const char* what) {
     const std::size_t rank = a.shape.size();
     if ((rank != 2 && rank != 3) || a.shape[rank - 2] != w.seq_q || a.shape[rank - 1] != w.seq_kv) {
       throw std::runtime_error(a.source + ": " + what + " shape " + detail::shape_string(a.shape) +
@@ -229,7 +229,7 @@ inline FloatWorkload load_npy_workload(const NpyPaths& paths) {
     return rank == 3 ? a.shape[0] : std::int64_t{1};
   };
   if (!paths.bias.empty()) {
-    const reference::NpyArray bias = detail::read_floating(paths.bias);
+    const npy::NpyArray bias = detail::read_floating(paths.bias);
     w.bias_heads = leading(bias, "bias");
     if (w.bias_heads != 1 && w.bias_heads != w.heads) {
       throw std::runtime_error(bias.source + ": bias has " + std::to_string(w.bias_heads) +
@@ -240,10 +240,10 @@ inline FloatWorkload load_npy_workload(const NpyPaths& paths) {
                            " (hide keys with --mask, not with an infinite bias)");
   }
   if (!paths.mask.empty()) {
-    const reference::NpyArray mask = reference::read_npy(paths.mask);
-    if (mask.dtype != reference::NpyDtype::boolean && mask.dtype != reference::NpyDtype::uint8) {
+    const npy::NpyArray mask = npy::read_npy(paths.mask);
+    if (mask.dtype != npy::NpyDtype::boolean && mask.dtype != npy::NpyDtype::uint8) {
       throw std::runtime_error(mask.source + ": expected a bool or uint8 mask, got '" +
-                               reference::npy_descr(mask.dtype) + "'");
+                               npy::npy_descr(mask.dtype) + "'");
     }
     w.mask_windows = leading(mask, "mask");
     if (w.batch % w.mask_windows != 0) {
@@ -261,22 +261,20 @@ inline FloatWorkload load_npy_workload(const NpyPaths& paths) {
 inline void save_npy_workload(const FloatWorkload& w, const std::filesystem::path& dir) {
   std::filesystem::create_directories(dir);
   const auto save = [&](const char* suffix, const std::vector<float>& values, std::int64_t seq) {
-    reference::write_npy(
-        dir / (w.name + suffix),
-        reference::make_npy(std::span<const float>(values), {w.batch, w.heads, seq, w.dim}));
+    npy::write_npy(dir / (w.name + suffix),
+                   npy::make_npy(std::span<const float>(values), {w.batch, w.heads, seq, w.dim}));
   };
   save("_q.npy", w.q, w.seq_q);
   save("_k.npy", w.k, w.seq_kv);
   save("_v.npy", w.v, w.seq_kv);
   if (!w.bias_nats.empty()) {
-    reference::write_npy(dir / (w.name + "_bias.npy"),
-                         reference::make_npy(std::span<const float>(w.bias_nats),
-                                             {w.bias_heads, w.seq_q, w.seq_kv}));
+    npy::write_npy(dir / (w.name + "_bias.npy"), npy::make_npy(std::span<const float>(w.bias_nats),
+                                                               {w.bias_heads, w.seq_q, w.seq_kv}));
   }
   if (!w.mask.empty()) {
-    reference::write_npy(dir / (w.name + "_mask.npy"),
-                         reference::make_npy(std::span<const std::uint8_t>(w.mask),
-                                             {w.mask_windows, w.seq_q, w.seq_kv}));
+    npy::write_npy(
+        dir / (w.name + "_mask.npy"),
+        npy::make_npy(std::span<const std::uint8_t>(w.mask), {w.mask_windows, w.seq_q, w.seq_kv}));
   }
 }
 

@@ -70,9 +70,11 @@ struct Ops {
                    void* out, const std::int64_t (&out_strides)[4], void* stream);
   /// fp16 Q/K/V (binary16 bit patterns, device) -> quantize_qkv -> calibrate_on_device ->
   /// attention with device-resident parameters: four stream-ordered launches, no host sync.
+  /// `bias` (Q16 octaves) and `mask` are device views as in AttentionProblem ({} for none).
   Status (*launch_from_half)(const Tensor4<const std::uint16_t>& q,
                              const Tensor4<const std::uint16_t>& k,
-                             const Tensor4<const std::uint16_t>& v, void* out,
+                             const Tensor4<const std::uint16_t>& v, const AttentionBias& bias,
+                             const AttentionMask& mask, void* out,
                              const std::int64_t (&out_strides)[4], const HalfPipelineWorkspace& ws,
                              void* stream);
   /// Quantize + calibrate only (for tests): fills ws.q8/k8/v8, ws.scales, ws.params, statuses.

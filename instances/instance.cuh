@@ -84,14 +84,14 @@ struct Instance {
   }
   static Status launch_from_half(const Tensor4<const std::uint16_t>& q,
                                  const Tensor4<const std::uint16_t>& k,
-                                 const Tensor4<const std::uint16_t>& v, void* out,
-                                 const std::int64_t (&s)[4], const HalfPipelineWorkspace& ws,
-                                 void* stream) {
+                                 const Tensor4<const std::uint16_t>& v, const AttentionBias& bias,
+                                 const AttentionMask& mask, void* out, const std::int64_t (&s)[4],
+                                 const HalfPipelineWorkspace& ws, void* stream) {
     Status status = quantize_half(q, k, v, ws, stream);
     if (status != Status::ok) return status;
     AttentionProblem p{bhnd<const std::int8_t>(ws.q8, q.batch, q.heads, q.seq, q.dim),
                        bhnd<const std::int8_t>(ws.k8, k.batch, k.heads, k.seq, k.dim),
-                       bhnd<const std::int8_t>(ws.v8, v.batch, v.heads, v.seq, v.dim)};
+                       bhnd<const std::int8_t>(ws.v8, v.batch, v.heads, v.seq, v.dim), bias, mask};
     return device::flash_attention<Cfg, Output>(p, static_cast<const Params*>(ws.params), ws.count,
                                                 out_view(p, out, s),
                                                 static_cast<cudaStream_t>(stream));

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The demo's CUDA backend: runs each demo case through the project's compiled kernels
-// (bench/instances), checks the output against the integer reference element for element and
+// (instances/), checks the output against the integer reference element for element and
 // times the kernel (median of 50 calls after 10 warm-up calls, CUDA events, inputs already int8
 // and on the device, no L2 flush).
 #include <cstdio>
