@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The qflash torch extension: TORCH_LIBRARY(qflash) ops over the project's precompiled kernel
-// instances (bench/instances). Host-only C++ (g++); the kernels live in the instance .cu files.
+// instances (instances/). Host-only C++ (g++); the kernels live in the instance .cu files.
 //
 //   qflash::attention_int8  int8 Q/K/V (CUDA) + per-tensor float scales -> host calibrate ->
 //                           kernel on torch's current stream; int8/int16/int32 codes or fp16.
@@ -11,10 +11,9 @@
 // Every launch is asynchronous on at::cuda::getCurrentCUDAStream(), allocates only its output
 // (and, for `attention`, one workspace tensor through torch's allocator), and never syncs, so it
 // can be captured in a CUDA graph.
-#include <Python.h>
-
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <Python.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime_api.h>
 #include <torch/library.h>
@@ -31,6 +30,9 @@
 // python/csrc/poison.cu
 cudaError_t qflash_py_poison_if_failed(const void* status, void* out_half, std::int64_t count,
                                        cudaStream_t stream);
+// python/csrc/bias.cu
+cudaError_t qflash_py_bias_to_q16(const float* nats, std::int32_t* q16, std::int64_t count,
+                                  cudaStream_t stream);
 
 namespace {
 
@@ -72,8 +74,9 @@ qi::Preset parse_preset(const char* op, c10::string_view preset) {
   if (p == "paper") return qi::Preset::paper;
   if (p == "precise") return qi::Preset::precise;
   if (p == "precise_cubic") return qi::Preset::precise_cubic;
+  if (p == "fast") return qi::Preset::fast;
   TORCH_CHECK_VALUE(false, op, ": unknown preset '", p,
-                    "' (use 'paper', 'precise' or 'precise_cubic')");
+                    "' (use 'paper', 'precise', 'precise_cubic' or 'fast')");
   return qi::Preset::precise;  // unreachable
 }
 
@@ -106,13 +109,13 @@ void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const a
   for (int i = 0; i < 3; ++i) {
     const at::Tensor& t = *ts[i];
     TORCH_CHECK_VALUE(t.defined(), op, ": ", names[i], " is undefined");
-    TORCH_CHECK_TYPE(t.scalar_type() == dtype, op, ": ", names[i], " must have dtype ", dtype_name(dtype),
-                     ", got ", dtype_name(t.scalar_type()));
+    TORCH_CHECK_TYPE(t.scalar_type() == dtype, op, ": ", names[i], " must have dtype ",
+                     dtype_name(dtype), ", got ", dtype_name(t.scalar_type()));
     if (on_cuda) {
       TORCH_CHECK_VALUE(t.is_cuda(), op, ": ", names[i], " must be a CUDA tensor, got device ",
                         t.device());
-      TORCH_CHECK_VALUE(t.device() == q.device(), op, ": ", names[0], ", ", names[1], " and ", names[2],
-                        " must be on the same device, ", names[i], " is on ", t.device(),
+      TORCH_CHECK_VALUE(t.device() == q.device(), op, ": ", names[0], ", ", names[1], " and ",
+                        names[2], " must be on the same device, ", names[i], " is on ", t.device(),
                         " and ", names[0], " on ", q.device());
     } else {
       TORCH_CHECK_VALUE(t.device().is_cpu(), op, ": ", names[i],
@@ -121,8 +124,8 @@ void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const a
     }
     TORCH_CHECK_VALUE(t.dim() == 4, op, ": ", names[i], " must be 4-D [B, H, N, D], got shape ",
                       shape_str(t));
-    TORCH_CHECK_VALUE(t.numel() > 0, op, ": empty problem: ", names[i], " has shape ",
-                      shape_str(t), " (B, H, N and D must be positive)");
+    TORCH_CHECK_VALUE(t.numel() > 0, op, ": empty problem: ", names[i], " has shape ", shape_str(t),
+                      " (B, H, N and D must be positive)");
   }
   TORCH_CHECK_VALUE(k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == q.size(3) &&
                         v.sizes() == k.sizes(),
@@ -140,8 +143,7 @@ void check_kernel_layout(const char* op, const char* name, const at::Tensor& t) 
                     " needs unit stride along D (the last dim) for the CUDA kernel, got strides ",
                     t.strides());
   for (int d = 0; d < 3; ++d) {
-    TORCH_CHECK_VALUE(t.size(d) == 1 || (t.stride(d) >= 0 && t.stride(d) % 16 == 0), op, ": ",
-                      name,
+    TORCH_CHECK_VALUE(t.size(d) == 1 || (t.stride(d) >= 0 && t.stride(d) % 16 == 0), op, ": ", name,
                       " needs its B, H and N strides to be non-negative multiples of 16 elements "
                       "for the CUDA kernel, got strides ",
                       t.strides());
@@ -219,10 +221,123 @@ std::vector<std::max_align_t> calibrate(const char* op, const qi::Ops& ops, int 
   return params;
 }
 
+/// The optional bias and mask of a call, converted to what the kernel reads, plus the tensors
+/// that own the converted data (alive until the op returns; the launch is stream-ordered, and
+/// torch's caching allocator keeps the memory for the stream's pending work).
+struct Extras {
+  at::Tensor bias_q16, index32, mask8;
+  qflash::AttentionBias bias{};
+  qflash::AttentionMask mask{};
+};
+
+/// A float bias in nats -> int32 Q16 octaves (qflash::bias_to_q16_octaves, on q's device); an
+/// int32 bias is taken as Q16 octaves already.
+at::Tensor bias_in_q16(const char* op, const at::Tensor& bias, bool on_cuda) {
+  if (bias.scalar_type() == at::kInt) return bias.contiguous();
+  TORCH_CHECK_TYPE(bias.scalar_type() == at::kFloat || bias.scalar_type() == at::kHalf ||
+                       bias.scalar_type() == at::kBFloat16,
+                   op,
+                   ": attn_bias must be float32, float16 or bfloat16 (nats, added to the "
+                   "scaled logits) or int32 (Q16 octaves), got ",
+                   dtype_name(bias.scalar_type()));
+  const at::Tensor nats = bias.to(at::kFloat).contiguous();
+  at::Tensor q16 = at::empty(nats.sizes(), nats.options().dtype(at::kInt));
+  const auto* src = nats.data_ptr<float>();
+  auto* dst = q16.data_ptr<std::int32_t>();
+  if (on_cuda) {
+    cudaStream_t stream = at::cuda::getCurrentCUDAStream(nats.device().index()).stream();
+    const cudaError_t e = qflash_py_bias_to_q16(src, dst, nats.numel(), stream);
+    TORCH_CHECK(e == cudaSuccess, op, ": bias conversion launch failed: ", cudaGetErrorString(e));
+  } else {
+    for (std::int64_t i = 0; i < nats.numel(); ++i) dst[i] = qflash::bias_to_q16_octaves(src[i]);
+  }
+  return q16;
+}
+
+/// Checks and converts attn_bias (dense [Nq, Nkv] / [Hb, Nq, Nkv], or with bias_index a
+/// relative-position table [T, Hb] in timm's layout and an index map [Nq, Nkv]) and attn_mask
+/// (bool or uint8 [Nq, Nkv] / [W, Nq, Nkv], nonzero = visible, batch element z uses window
+/// z % W, B a multiple of W). Hb is 1 (shared by all heads) or H.
+Extras prepare_extras(const char* op, const at::Tensor& q, const at::Tensor& k,
+                      const std::optional<at::Tensor>& bias,
+                      const std::optional<at::Tensor>& bias_index,
+                      const std::optional<at::Tensor>& mask, bool on_cuda) {
+  Extras e;
+  const std::int64_t batch = q.size(0), heads = q.size(1), nq = q.size(2), nkv = k.size(2);
+  const auto same_device = [&](const at::Tensor& t, const char* name) {
+    TORCH_CHECK_VALUE(t.device() == q.device(), op, ": ", name, " must be on ", q.device(),
+                      " (the device of the inputs), got ", t.device());
+  };
+  const auto heads_ok = [&](std::int64_t hb) { return hb == 1 || hb == heads; };
+  if (bias_index.has_value() && !bias.has_value()) {
+    TORCH_CHECK_VALUE(false, op,
+                      ": bias_index given without attn_bias (the relative-position "
+                      "table)");
+  }
+  if (bias.has_value()) {
+    const at::Tensor& b = *bias;
+    same_device(b, "attn_bias");
+    if (!bias_index.has_value()) {  // dense
+      TORCH_CHECK_VALUE(
+          (b.dim() == 2 && b.size(0) == nq && b.size(1) == nkv) ||
+              (b.dim() == 3 && heads_ok(b.size(0)) && b.size(1) == nq && b.size(2) == nkv),
+          op, ": attn_bias must be [Nq, Nkv] or [1 or H, Nq, Nkv] = [1 or ", heads, ", ", nq, ", ",
+          nkv, "], got shape ", shape_str(b));
+      e.bias_q16 = bias_in_q16(op, b, on_cuda);
+      e.bias.kind = qflash::BiasKind::dense;
+      e.bias.heads = b.dim() == 2 ? 1 : b.size(0);
+    } else {  // relative-position table [T, Hb] + index [Nq, Nkv]
+      const at::Tensor& idx = *bias_index;
+      same_device(idx, "bias_index");
+      TORCH_CHECK_VALUE(b.dim() == 2 && b.size(0) > 0 && heads_ok(b.size(1)), op,
+                        ": a relative-position attn_bias must be a table [T, 1 or H] = [T, 1 or ",
+                        heads, "] (timm's relative_position_bias_table), got shape ", shape_str(b));
+      TORCH_CHECK_TYPE(idx.scalar_type() == at::kInt || idx.scalar_type() == at::kLong, op,
+                       ": bias_index must be int32 or int64, got ", dtype_name(idx.scalar_type()));
+      TORCH_CHECK_VALUE(idx.dim() == 2 && idx.size(0) == nq && idx.size(1) == nkv, op,
+                        ": bias_index must be [Nq, Nkv] = [", nq, ", ", nkv, "], got shape ",
+                        shape_str(idx));
+      e.bias_q16 = bias_in_q16(op, b, on_cuda);
+      e.index32 = idx.to(at::kInt).contiguous();
+      e.bias.kind = qflash::BiasKind::relative_table;
+      e.bias.heads = b.size(1);
+      e.bias.index = e.index32.data_ptr<std::int32_t>();
+      e.bias.table_size = b.size(0);
+      e.bias.stride_head = 1;
+      e.bias.stride_entry = b.size(1);
+    }
+    e.bias.values = e.bias_q16.data_ptr<std::int32_t>();
+    e.bias.rows = nq;
+    e.bias.cols = nkv;
+  }
+  if (mask.has_value()) {
+    const at::Tensor& m = *mask;
+    same_device(m, "attn_mask");
+    TORCH_CHECK_TYPE(m.scalar_type() == at::kBool || m.scalar_type() == at::kByte, op,
+                     ": attn_mask must be torch.bool or torch.uint8 (True / nonzero = the key is "
+                     "visible), got ",
+                     dtype_name(m.scalar_type()));
+    const bool shape_ok = (m.dim() == 2 && m.size(0) == nq && m.size(1) == nkv) ||
+                          (m.dim() == 3 && m.size(0) > 0 && m.size(1) == nq && m.size(2) == nkv);
+    TORCH_CHECK_VALUE(shape_ok, op, ": attn_mask must be [Nq, Nkv] or [W, Nq, Nkv] with Nq = ", nq,
+                      ", Nkv = ", nkv, ", got shape ", shape_str(m));
+    const std::int64_t windows = m.dim() == 2 ? 1 : m.size(0);
+    TORCH_CHECK_VALUE(batch % windows == 0, op, ": attn_mask has ", windows,
+                      " windows but B = ", batch,
+                      " is not a multiple of it (batch element z uses "
+                      "window z % W)");
+    e.mask8 = m.to(at::kByte).contiguous();
+    e.mask = qflash::AttentionMask{e.mask8.data_ptr<std::uint8_t>(), windows, nq, nkv};
+  }
+  return e;
+}
+
 at::Tensor int8_op(const char* op, bool on_cuda, const at::Tensor& q8, const at::Tensor& k8,
                    const at::Tensor& v8, double q_scale, double k_scale, double v_scale,
                    c10::string_view preset, at::ScalarType out_dtype,
-                   std::optional<double> softmax_scale) {
+                   std::optional<double> softmax_scale, const std::optional<at::Tensor>& bias,
+                   const std::optional<at::Tensor>& bias_index,
+                   const std::optional<at::Tensor>& mask) {
   const qi::Preset p = parse_preset(op, preset);
   const qi::OutputType o = parse_output(op, out_dtype);
   check_qkv(op, q8, k8, v8, at::kChar, on_cuda, {"q8", "k8", "v8"});
@@ -232,15 +347,16 @@ at::Tensor int8_op(const char* op, bool on_cuda, const at::Tensor& q8, const at:
     check_kernel_layout(op, "v8", v8);
   }
   const qi::Ops& ops = qi::ops(p, o);
-  const auto params = calibrate(op, ops, static_cast<int>(q8.size(3)), q_scale, k_scale, v_scale,
-                                softmax_scale);
+  const auto params =
+      calibrate(op, ops, static_cast<int>(q8.size(3)), q_scale, k_scale, v_scale, softmax_scale);
 
   std::optional<c10::cuda::CUDAGuard> guard;
   if (on_cuda) guard.emplace(q8.device());
+  const Extras extras = prepare_extras(op, q8, k8, bias, bias_index, mask, on_cuda);
   at::Tensor out = at::empty(q8.sizes(), q8.options().dtype(out_dtype));
   const std::int64_t out_strides[4] = {out.stride(0), out.stride(1), out.stride(2), out.stride(3)};
   const qflash::AttentionProblem problem{view4<std::int8_t>(q8), view4<std::int8_t>(k8),
-                                         view4<std::int8_t>(v8)};
+                                         view4<std::int8_t>(v8), extras.bias, extras.mask};
   if (on_cuda) {
     cudaStream_t stream = at::cuda::getCurrentCUDAStream(q8.device().index()).stream();
     check_launch(op, "kernel launch",
@@ -255,32 +371,49 @@ at::Tensor int8_op(const char* op, bool on_cuda, const at::Tensor& q8, const at:
 at::Tensor attention_int8_cuda(const at::Tensor& q8, const at::Tensor& k8, const at::Tensor& v8,
                                double q_scale, double k_scale, double v_scale,
                                c10::string_view preset, at::ScalarType out_dtype,
-                               std::optional<double> softmax_scale) {
+                               std::optional<double> softmax_scale,
+                               const std::optional<at::Tensor>& bias,
+                               const std::optional<at::Tensor>& bias_index,
+                               const std::optional<at::Tensor>& mask) {
   return int8_op("qflash.attention_int8", true, q8, k8, v8, q_scale, k_scale, v_scale, preset,
-                 out_dtype, softmax_scale);
+                 out_dtype, softmax_scale, bias, bias_index, mask);
 }
 
 at::Tensor reference_int8_cpu(const at::Tensor& q8, const at::Tensor& k8, const at::Tensor& v8,
                               double q_scale, double k_scale, double v_scale,
                               c10::string_view preset, at::ScalarType out_dtype,
-                              std::optional<double> softmax_scale) {
+                              std::optional<double> softmax_scale,
+                              const std::optional<at::Tensor>& bias,
+                              const std::optional<at::Tensor>& bias_index,
+                              const std::optional<at::Tensor>& mask) {
   return int8_op("qflash.reference_int8", false, q8, k8, v8, q_scale, k_scale, v_scale, preset,
-                 out_dtype, softmax_scale);
+                 out_dtype, softmax_scale, bias, bias_index, mask);
 }
 
 std::int64_t align256(std::int64_t x) { return (x + 255) / 256 * 256; }
 
-at::Tensor attention_half_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                               c10::string_view preset, at::ScalarType out_dtype) {
+at::Tensor attention_half_cuda(const at::Tensor& q_in, const at::Tensor& k_in,
+                               const at::Tensor& v_in, c10::string_view preset,
+                               at::ScalarType out_dtype, const std::optional<at::Tensor>& bias,
+                               const std::optional<at::Tensor>& bias_index,
+                               const std::optional<at::Tensor>& mask) {
   const char* op = "qflash.attention";
   const qi::Preset p = parse_preset(op, preset);
-  TORCH_CHECK_VALUE(out_dtype == at::kHalf, op, ": unsupported out_dtype ", dtype_name(out_dtype),
-                    " (the fp16 pipeline returns torch.float16; use qflash.attention_int8 for "
-                    "integer codes)");
-  check_qkv(op, q, k, v, at::kHalf, true, {"q", "k", "v"});
+  TORCH_CHECK_VALUE(out_dtype == at::kHalf || out_dtype == at::kBFloat16 || out_dtype == at::kFloat,
+                    op, ": unsupported out_dtype ", dtype_name(out_dtype),
+                    " (use torch.float16, torch.bfloat16 or torch.float32; "
+                    "qflash.attention_int8 gives integer codes)");
+  const at::ScalarType in_dtype = q_in.defined() ? q_in.scalar_type() : at::kHalf;
+  TORCH_CHECK_TYPE(in_dtype == at::kHalf || in_dtype == at::kBFloat16 || in_dtype == at::kFloat, op,
+                   ": q must be float16, bfloat16 or float32, got ", dtype_name(in_dtype));
+  check_qkv(op, q_in, k_in, v_in, in_dtype, true, {"q", "k", "v"});
+  // The quantize pass reads binary16: other float types are rounded to it first (one extra pass;
+  // magnitudes beyond 65504 become inf, which the device calibration rejects -> NaN output).
+  const at::Tensor q = q_in.to(at::kHalf), k = k_in.to(at::kHalf), v = v_in.to(at::kHalf);
   const qi::Ops& ops = qi::ops(p, qi::OutputType::f16);
 
   const c10::cuda::CUDAGuard guard(q.device());
+  const Extras extras = prepare_extras(op, q, k, bias, bias_index, mask, true);
   cudaStream_t stream = at::cuda::getCurrentCUDAStream(q.device().index()).stream();
   at::Tensor out = at::empty(q.sizes(), q.options().dtype(at::kHalf));
 
@@ -306,17 +439,18 @@ at::Tensor attention_half_cuda(const at::Tensor& q, const at::Tensor& k, const a
   // A head whose device calibration fails keeps its old parameter bytes: start from zeros, and
   // turn the output into NaN afterwards when the status says so (no silent wrong answer, no
   // host sync).
-  TORCH_CHECK(cudaMemsetAsync(base + params_off, 0,
-                              static_cast<std::size_t>(total - params_off), stream) == cudaSuccess,
+  TORCH_CHECK(cudaMemsetAsync(base + params_off, 0, static_cast<std::size_t>(total - params_off),
+                              stream) == cudaSuccess,
               op, ": cudaMemsetAsync failed: ", cudaGetErrorString(cudaGetLastError()));
   const std::int64_t out_strides[4] = {out.stride(0), out.stride(1), out.stride(2), out.stride(3)};
   check_launch(op, "fp16 pipeline launch",
                ops.launch_from_half(view4<std::uint16_t>(q), view4<std::uint16_t>(k),
-                                    view4<std::uint16_t>(v), out.data_ptr(), out_strides, ws,
-                                    stream));
-  const cudaError_t e = qflash_py_poison_if_failed(ws.statuses, out.data_ptr(), out.numel(), stream);
+                                    view4<std::uint16_t>(v), extras.bias, extras.mask,
+                                    out.data_ptr(), out_strides, ws, stream));
+  const cudaError_t e =
+      qflash_py_poison_if_failed(ws.statuses, out.data_ptr(), out.numel(), stream);
   TORCH_CHECK(e == cudaSuccess, op, ": status check launch failed: ", cudaGetErrorString(e));
-  return out;
+  return out_dtype == at::kHalf ? out : out.to(out_dtype);
 }
 
 }  // namespace
@@ -324,11 +458,15 @@ at::Tensor attention_half_cuda(const at::Tensor& q, const at::Tensor& k, const a
 TORCH_LIBRARY(qflash, m) {
   m.def(
       "attention_int8(Tensor q8, Tensor k8, Tensor v8, float q_scale, float k_scale, "
-      "float v_scale, *, str preset, ScalarType out_dtype, float? softmax_scale) -> Tensor");
+      "float v_scale, *, str preset, ScalarType out_dtype, float? softmax_scale, "
+      "Tensor? bias=None, Tensor? bias_index=None, Tensor? mask=None) -> Tensor");
   m.def(
       "reference_int8(Tensor q8, Tensor k8, Tensor v8, float q_scale, float k_scale, "
-      "float v_scale, *, str preset, ScalarType out_dtype, float? softmax_scale) -> Tensor");
-  m.def("attention(Tensor q, Tensor k, Tensor v, *, str preset, ScalarType out_dtype) -> Tensor");
+      "float v_scale, *, str preset, ScalarType out_dtype, float? softmax_scale, "
+      "Tensor? bias=None, Tensor? bias_index=None, Tensor? mask=None) -> Tensor");
+  m.def(
+      "attention(Tensor q, Tensor k, Tensor v, *, str preset, ScalarType out_dtype, "
+      "Tensor? bias=None, Tensor? bias_index=None, Tensor? mask=None) -> Tensor");
 }
 
 // The CUDA ops are registered for CPU too (and the reference for CUDA), so that a tensor on the
@@ -358,11 +496,12 @@ PyObject* py_calibration_status(PyObject* /*self*/, PyObject* args) {
   if (!PyArg_ParseTuple(args, "iiidddd", &preset, &output, &head_dim, &q, &k, &v, &sm)) {
     return nullptr;
   }
-  if (preset < 0 || preset > 2 || output < 0 || output > 3) {
-    PyErr_SetString(PyExc_ValueError, "calibration_status: preset must be 0-2 and output 0-3");
+  if (preset < 0 || preset > 3 || output < 0 || output > 3) {
+    PyErr_SetString(PyExc_ValueError, "calibration_status: preset must be 0-3 and output 0-3");
     return nullptr;
   }
-  const qi::Ops& ops = qi::ops(static_cast<qi::Preset>(preset), static_cast<qi::OutputType>(output));
+  const qi::Ops& ops =
+      qi::ops(static_cast<qi::Preset>(preset), static_cast<qi::OutputType>(output));
   std::vector<std::max_align_t> params((ops.params_size + sizeof(std::max_align_t) - 1) /
                                        sizeof(std::max_align_t));
   const auto qs = static_cast<float>(q), ks = static_cast<float>(k), vs = static_cast<float>(v);

@@ -11,8 +11,8 @@ namespace {
 __global__ void poison_kernel(const std::uint8_t* status, std::uint16_t* out, std::int64_t count) {
   if (*status == 0) return;  // Status::ok
   const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-       i < count; i += step) {
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += step) {
     out[i] = 0x7e00u;  // binary16 quiet NaN
   }
 }

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Train a small timm ViT on scikit-learn's digits and compare attention implementations.
+"""Train a small timm ViT and a small Swin on scikit-learn's digits; compare attention kernels.
 
     python3 python/experiments/train_digits.py                 # GPU (needs qflash installed)
     OUT=/some/dir python3 python/experiments/train_digits.py   # also writes $OUT/digits_table.md
@@ -9,31 +9,34 @@ Data: sklearn.datasets.load_digits (1,797 8x8 grey images, 16 levels, 10 classes
 scikit-learn, no download), pixels / 16, split with train_test_split(test_size=360,
 random_state=0, stratify=labels): 1,437 train / 360 test.
 
-Model: timm VisionTransformer(img_size=8, patch_size=2, in_chans=1, embed_dim=64, depth=4,
-num_heads=2 -> head dim 32, mlp_ratio=2, class token): 16 patch tokens + 1 class token = 17
-tokens. pretrained=False (random init, seeded), trained in fp32 with AdamW + cosine schedule and
-random +-1 pixel shifts, then evaluated (eval mode, fp32 weights) with the attention product
-softmax(q k^T / sqrt(D)) v computed by:
+Models (pretrained=False, random init, seeded; trained in fp32 with AdamW + cosine schedule and
+random +-1 pixel shifts, then evaluated in eval mode with fp32 weights):
+  ViT   timm VisionTransformer(img_size=8, patch_size=2, in_chans=1, embed_dim=64, depth=4,
+        num_heads=2 -> head dim 32, mlp_ratio=2, class token): 16 patch tokens + 1 class token.
+  Swin  timm SwinTransformer(img_size=8, patch_size=1, in_chans=1, embed_dim=64, depths=(2, 2),
+        num_heads=(2, 4) -> head dim 32, window_size=4, mlp_ratio=2): stage 1 has 8 x 8 tokens in
+        four 4 x 4 windows (N = 16), its second block shifted (timm's -100 mask); stage 2 has one
+        4 x 4 window. Every window adds its learned relative-position bias (a 49 x heads table).
+
+The attention product softmax(q k^T / sqrt(D) + bias) v is computed by:
 
   FP32                 timm's own attention (unpatched; torch SDPA in fp32)
-  FP16 SDPA            torch.nn.functional.scaled_dot_product_attention on q, k, v cast to fp16
+  FP16 SDPA            torch.nn.functional.scaled_dot_product_attention on q, k, v (and the
+                       bias) cast to fp16
   qflash Paper/Precise qflash.timm.patch(model, preset=...): qflash.attention on fp16 q, k, v with
-                       dynamic per-call, per-tensor scales (device calibration)
+                       dynamic per-call, per-tensor scales (device calibration); Swin: the
+                       relative-position table and the shifted-window mask as qflash inputs
   qflash * static      qflash.timm.calibrate on 4 training batches (512 images): static per-layer
                        per-tensor scales, int8 q/k/v codes, qflash.attention_int8 (int16 out)
+  released QFlash      the paper's released Triton kernel (qflash_forward of --official, default
+                       .baselines/qflash_official): its own per-call scales; Swin: its masked
+                       kernel with timm's float bias + mask expanded to [B, H, N, N]
   I-ViT Shiftmax       an emulation, in PyTorch integer arithmetic, of I-ViT's Shiftmax (Li & Gu,
                        "I-ViT: Integer-only Quantization for Efficient Vision Transformer
                        Inference", ICCV 2023), see shiftmax_attention below
 
 Every row reports Top-1 on the 360 test images, the agreement of its predictions with FP32's, and
 the SQNR of its logits against FP32's logits.
-
-A Swin-style (windowed, relative-position-bias) model is not part of the table: Swin's
-WindowAttention adds a relative position bias (and a shifted-window mask) to the logits, which
-the qflash ops cannot take (no bias/mask argument), so qflash.timm.patch leaves those modules
-unpatched and a Swin row would measure timm's float attention, not qflash.
-
-Runs in well under a minute on one GPU (training: 4,500 steps of a 136k-parameter model).
 """
 
 import argparse
@@ -45,6 +48,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -54,6 +59,9 @@ def parse_args():
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--calib-batches", type=int, default=4, help="batches of 128 training images")
+    p.add_argument("--models", default="vit,swin", help="comma-separated: vit, swin")
+    p.add_argument("--official", default=os.path.join(ROOT, ".baselines", "qflash_official"),
+                   help="checkout of the released QFlash code (its row is skipped if missing)")
     p.add_argument("--skip-qflash", action="store_true",
                    help="skip the qflash rows (for a dry run without the qflash extension/GPU)")
     p.add_argument("--out", default=os.environ.get("OUT"),
@@ -81,15 +89,29 @@ def load_data(device):
     return (xs[tr].to(device), y[tr].to(device), xs[te].to(device), y[te].to(device))
 
 
-def make_model():
+def make_model(kind):
     try:
+        from timm.models.swin_transformer import SwinTransformer
         from timm.models.vision_transformer import VisionTransformer
     except ImportError as e:
         sys.exit(f"train_digits.py needs timm (pip install timm): {e}")
-    return VisionTransformer(img_size=8, patch_size=2, in_chans=1, num_classes=10, embed_dim=64,
-                             depth=4, num_heads=2, mlp_ratio=2.0, qkv_bias=True,
-                             class_token=True, global_pool="token", drop_rate=0.0,
-                             attn_drop_rate=0.0, proj_drop_rate=0.0, drop_path_rate=0.05)
+    if kind == "vit":
+        return VisionTransformer(img_size=8, patch_size=2, in_chans=1, num_classes=10,
+                                 embed_dim=64, depth=4, num_heads=2, mlp_ratio=2.0, qkv_bias=True,
+                                 class_token=True, global_pool="token", drop_rate=0.0,
+                                 attn_drop_rate=0.0, proj_drop_rate=0.0, drop_path_rate=0.05)
+    if kind == "swin":
+        return SwinTransformer(img_size=8, patch_size=1, in_chans=1, num_classes=10, embed_dim=64,
+                               depths=(2, 2), num_heads=(2, 4), window_size=4, mlp_ratio=2.0,
+                               drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.05)
+    raise ValueError(f"unknown model '{kind}' (use vit or swin)")
+
+
+MODEL_LABELS = {
+    "vit": "ViT img 8 / patch 2 / dim 64 / depth 4 / 2 heads of 32 (17 tokens)",
+    "swin": "Swin img 8 / patch 1 / dim 64 / depths (2, 2) / heads (2, 4) of 32 / window 4 "
+            "(16 tokens per window, shifted-window mask, relative-position bias)",
+}
 
 
 def shift_augment(x, gen):
@@ -135,32 +157,49 @@ def train(model, xtr, ytr, args):
 # ---- attention overrides for the non-qflash rows ----------------------------------------------
 
 class override_attention:
-    """Context manager: timm Attention modules compute q, k, v as timm does and then
-    `attend(q, k, v, scale)` ([B, H, N, D] each) instead of timm's attention product."""
+    """Context manager: timm Attention / WindowAttention modules compute q, k, v as timm does and
+    then `attend(q, k, v, scale, bias)` ([B, H, N, D] each; bias None or timm's float attn_mask
+    [B or 1, H, N, N]: relative-position bias plus the shifted-window -100 mask) instead of timm's
+    attention product."""
 
     def __init__(self, model, attend):
+        from timm.models.swin_transformer import WindowAttention
         from timm.models.vision_transformer import Attention
-        self.mods = [m for m in model.modules() if isinstance(m, Attention)]
+        self.mods = [m for m in model.modules() if isinstance(m, (Attention, WindowAttention))]
         if not self.mods:
-            raise RuntimeError("no timm Attention module in the model")
+            raise RuntimeError("no timm attention module in the model")
+        self.window_cls = WindowAttention
         self.attend = attend
 
     def __enter__(self):
         attend = self.attend
 
-        def forward(m, x, attn_mask=None, is_causal=False):
+        def vit_forward(m, x, attn_mask=None, is_causal=False):
             assert attn_mask is None and not is_causal
             B, N, _ = x.shape
             qkv = m.qkv(x).reshape(B, N, 3, m.num_heads, m.head_dim).permute(2, 0, 3, 1, 4)
             q, k, v = qkv.unbind(0)
             q, k = m.q_norm(q), m.k_norm(k)
-            o = attend(q, k, v, m.scale).to(x.dtype)
+            o = attend(q, k, v, m.scale, None).to(x.dtype)
             o = o.transpose(1, 2).reshape(B, N, -1)
             o = m.norm(o) if hasattr(m, "norm") else o
             return m.proj_drop(m.proj(o))
 
+        def swin_forward(m, x, mask=None):
+            B_, N, _ = x.shape
+            qkv = m.qkv(x).reshape(B_, N, 3, m.num_heads, -1).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)
+            bias = m._get_rel_pos_bias()  # [1, H, N, N]
+            if mask is not None:
+                nw = mask.shape[0]
+                bias = bias + mask.view(1, nw, 1, N, N).expand(B_ // nw, -1, m.num_heads, -1, -1
+                                                                ).reshape(-1, m.num_heads, N, N)
+            o = attend(q, k, v, m.scale, bias).to(x.dtype)
+            return m.proj_drop(m.proj(o.transpose(1, 2).reshape(B_, N, -1)))
+
         for m in self.mods:
-            m.forward = forward.__get__(m)
+            fwd = swin_forward if isinstance(m, self.window_cls) else vit_forward
+            m.forward = fwd.__get__(m)
         return self
 
     def __exit__(self, *exc):
@@ -169,12 +208,35 @@ class override_attention:
         return False
 
 
-def sdpa_fp16(q, k, v, scale):
+def sdpa_fp16(q, k, v, scale, bias):
     if q.device.type == "cpu":  # CPU fp16 SDPA support varies by torch build: emulate the rounding
-        o = F.scaled_dot_product_attention(q.half().float(), k.half().float(), v.half().float(),
-                                           scale=scale)
+        o = F.scaled_dot_product_attention(
+            q.half().float(), k.half().float(), v.half().float(), scale=scale,
+            attn_mask=None if bias is None else bias.half().float())
         return o.half()
-    return F.scaled_dot_product_attention(q.half(), k.half(), v.half(), scale=scale)
+    return F.scaled_dot_product_attention(q.half(), k.half(), v.half(), scale=scale,
+                                          attn_mask=None if bias is None else bias.half())
+
+
+def load_official(path):
+    """The released QFlash kernel module (qflash/kernel.py of a checkout), or None."""
+    kernel = os.path.join(path, "qflash", "kernel.py")
+    if not os.path.isfile(kernel):
+        return None
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("qflash_official_kernel", kernel)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def official_attention(official):
+    def attend(q, k, v, scale, bias):
+        if bias is not None:  # its masked kernel reads a [B, H, N, N] bias
+            bias = bias.expand(q.shape[0], q.shape[1], -1, -1).float().contiguous()
+        return official.qflash_forward(q.float().contiguous(), k.float().contiguous(),
+                                       v.float().contiguous(), attn_mask=bias, scale=scale)
+    return attend
 
 
 def _quant8(t):
@@ -183,12 +245,12 @@ def _quant8(t):
     return torch.clamp(torch.round(t.double() / s), -127, 127), s
 
 
-def shiftmax_attention(q, k, v, scale):
+def shiftmax_attention(q, k, v, scale, bias):
     """I-ViT-style integer attention, emulated exactly with integer-valued tensors.
 
     1. q, k, v -> int8 codes with dynamic symmetric per-tensor scales s_q, s_k, s_v.
     2. Integer logits L = q8 . k8 (int32 range; held in float64, exact), real value
-       L * s_q * s_k * scale.
+       L * s_q * s_k * scale (+ the float bias for Swin).
     3. 8-bit logits: requantize to I = clamp(round(L * s_q s_k scale / S), -127, 127) with the
        dynamic per-tensor scale S = amax|logit| / 127 (I-ViT feeds Shiftmax low-bit scores).
     4. Shiftmax (I-ViT Eq. 10-13), all integer ops (>> is an arithmetic shift, i.e. floor):
@@ -206,6 +268,8 @@ def shiftmax_attention(q, k, v, scale):
     v8, sv = _quant8(v)
     logits_int = q8 @ k8.transpose(-2, -1)                          # exact integers
     real = logits_int * (sq * sk * scale)
+    if bias is not None:  # Swin: the float bias (and -100 mask) added before the 8-bit requantize
+        real = real + bias.double()
     S = max(real.abs().amax().item(), 1e-12) / 127.0
     I = torch.clamp(torch.round(real / S), -127, 127).to(torch.int64)  # 8-bit logits
     d = I - I.amax(dim=-1, keepdim=True)
@@ -240,33 +304,14 @@ def check_qflash_device(args):
         sys.exit("train_digits.py: the qflash rows need a CUDA device (add --skip-qflash)")
 
 
-def main():
-    args = parse_args()
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        sys.exit("train_digits.py: no CUDA device (use --device cpu --skip-qflash for a dry run)")
-    check_qflash_device(args)
-    torch.manual_seed(args.seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(args.seed)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    device = torch.device(args.device)
-    t0 = time.time()
-
-    xtr, ytr, xte, yte = load_data(device)
-    model = make_model().to(device)
-    nparams = sum(p.numel() for p in model.parameters())
-    print(f"digits: {len(ytr)} train / {len(yte)} test; ViT {nparams} params, device {device}",
-          flush=True)
-    train(model, xtr, ytr, args)
-    print(f"trained in {time.time() - t0:.1f} s", flush=True)
-
-    rows = []  # (name, logits or None, note)
+def evaluate(model, kind, xtr, xte, yte, args, official):
+    """[(row name, logits or None, note)] of one trained model."""
+    rows = []
     ref = logits_of(model, xte)
     rows.append(("FP32 (timm, unpatched)", ref, "torch SDPA, fp32"))
     with override_attention(model, sdpa_fp16):
-        rows.append(("FP16 SDPA", logits_of(model, xte), "q, k, v cast to fp16"))
-
+        rows.append(("FP16 SDPA", logits_of(model, xte), "q, k, v (and bias) cast to fp16"))
+    n_attn = len(override_attention(model, None).mods)
     if args.skip_qflash:
         for name in ("qflash Paper (dynamic)", "qflash Precise (dynamic)",
                      "qflash Paper (static, calibrated)", "qflash Precise (static, calibrated)"):
@@ -276,9 +321,11 @@ def main():
         calib = [xtr[i * 128:(i + 1) * 128] for i in range(args.calib_batches)]
         for preset, label in (("paper", "Paper"), ("precise", "Precise")):
             names = qt.patch(model, preset=preset, strict=True)
-            assert len(names) == 4, names
+            assert len(names) == n_attn, names
             lg = logits_of(model, xte)
             note = "qflash.attention, fp16 q/k/v, per-call scales"
+            if kind == "swin":
+                note += ", relative-position table + window mask"
             if not torch.isfinite(lg).all():  # the device calibration rejected some scales
                 note += " (NaN: scales outside the preset's range in some layer)"
             rows.append((f"qflash {label} (dynamic)", lg, note))
@@ -292,19 +339,34 @@ def main():
                 rows.append((f"qflash {label} (static, calibrated)", logits_of(model, xte),
                              f"attention_int8, int16 out, scales from {len(calib) * 128} "
                              "train images"))
-                print(f"{label} static scales (q, k, v) per layer: " + ", ".join(
+                print(f"{kind} {label} static scales (q, k, v) per layer: " + ", ".join(
                     "(" + ", ".join(f"{s:.4g}" for s in t) + ")" for t in scales.values()),
                     flush=True)
             qt.unpatch(model)
         again = logits_of(model, xte)
         assert torch.equal(again, ref), "unpatch did not restore the FP32 model"
 
+    if official is None or args.device == "cpu":
+        rows.append(("released QFlash (Triton)", None,
+                     f"not run: no checkout at {args.official}" if official is None
+                     else "not run: needs a CUDA device"))
+    else:
+        try:
+            with override_attention(model, official_attention(official)):
+                rows.append(("released QFlash (Triton)", logits_of(model, xte),
+                             "qflash_forward, its own per-call scales"
+                             + (", masked kernel, [B, H, N, N] bias" if kind == "swin" else "")))
+        except Exception as e:  # report, do not hide, a failure of the released kernel
+            rows.append(("released QFlash (Triton)", None,
+                         f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}"))
     with override_attention(model, shiftmax_attention):
         rows.append(("I-ViT Shiftmax (emulated)", logits_of(model, xte),
                      "int8 q/k/v, 8-bit logits, shift exp, 16-bit P"))
-    rows.append(("Swin-style windowed model", None,
-                 "not run: qflash has no bias/mask input for Swin's relative position bias"))
+    return rows
 
+
+def table_of(rows, yte, header):
+    ref = rows[0][1]
     pred_ref = ref.argmax(-1)
     lines = ["| Attention | Top-1 (%) | agrees with FP32 (%) | logits SQNR vs FP32 (dB) | notes |",
              "|---|---:|---:|---:|---|"]
@@ -320,19 +382,46 @@ def main():
         sq = sqnr_db(ref, lg)
         sq_s = "exact" if math.isinf(sq) else f"{sq:.1f}"
         lines.append(f"| {name} | {top1:.2f} | {agree:.2f} | {sq_s} | {note} |")
+    return header + "\n\n" + "\n".join(lines) + "\n"
+
+
+def main():
+    args = parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("train_digits.py: no CUDA device (use --device cpu --skip-qflash for a dry run)")
+    check_qflash_device(args)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    device = torch.device(args.device)
+    official = load_official(args.official)
+    t0 = time.time()
+    xtr, ytr, xte, yte = load_data(device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    header = (f"Digits (sklearn load_digits, 1,437 train / 360 test, seed {args.seed}), ViT "
-              f"img 8 / patch 2 / dim 64 / depth 4 / 2 heads of 32, {args.epochs} epochs, "
-              f"{gpu}, torch {torch.__version__}\n\n")
-    table = header + "\n".join(lines) + "\n"
-    print()
-    print(table, flush=True)
+    tables = []
+    for kind in [m.strip() for m in args.models.split(",") if m.strip()]:
+        torch.manual_seed(args.seed)
+        if torch.cuda.is_available():
+            torch.cuda.manual_seed_all(args.seed)
+        model = make_model(kind).to(device)
+        nparams = sum(p.numel() for p in model.parameters())
+        print(f"digits: {len(ytr)} train / {len(yte)} test; {kind} {nparams} params, "
+              f"device {device}", flush=True)
+        t1 = time.time()
+        train(model, xtr, ytr, args)
+        print(f"{kind} trained in {time.time() - t1:.1f} s", flush=True)
+        rows = evaluate(model, kind, xtr, xte, yte, args, official)
+        header = (f"Digits (sklearn load_digits, 1,437 train / 360 test, seed {args.seed}), "
+                  f"{MODEL_LABELS[kind]}, {nparams} parameters, {args.epochs} epochs, {gpu}, "
+                  f"torch {torch.__version__}")
+        tables.append(table_of(rows, yte, header))
+        print()
+        print(tables[-1], flush=True)
     print(f"total {time.time() - t0:.1f} s", flush=True)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         path = os.path.join(args.out, "digits_table.md")
         with open(path, "w") as f:
-            f.write(table)
+            f.write("\n".join(tables))
         print(f"wrote {path}")
 
 

@@ -2,7 +2,8 @@
 """qflash: integer-only FlashAttention as PyTorch custom ops.
 
     qflash.attention_int8(q8, k8, v8, q_scale, k_scale, v_scale, *, preset="precise",
-                          out_dtype=torch.int8, softmax_scale=None)
+                          out_dtype=torch.int8, softmax_scale=None, attn_bias=None,
+                          attn_mask=None)
         int8 Q/K/V on CUDA, [B, H, N, D] (Nkv may differ from Nq), per-tensor float scales
         (real value = scale * code). Host calibration, then the integer kernel on the current
         stream. out_dtype int8 / int16 / int32 gives integer codes at the library's default
@@ -10,10 +11,19 @@
     qflash.reference_int8(...)
         The same call on CPU tensors, through the bit-exact host reference: attention_int8's
         output equals it bit for bit.
-    qflash.attention(q, k, v, *, preset="precise", out_dtype=torch.float16)
-        fp16 Q/K/V on CUDA: device quantize (per tensor) -> calibrate on the device -> kernel,
-        fp16 out, without a host synchronisation. If the device calibration rejects the scales
-        (e.g. logits beyond the preset's range), the output is NaN.
+    qflash.attention(q, k, v, *, preset="precise", attn_bias=None, attn_mask=None,
+                     out_dtype=torch.float16)
+        fp16 / bf16 / fp32 Q/K/V on CUDA: device quantize (per tensor) -> calibrate on the
+        device -> kernel, fp16 / bf16 / fp32 out, without a host synchronisation. If the device
+        calibration rejects the scales (e.g. logits beyond the preset's range), the output is NaN.
+
+attn_bias (every function): None; a dense bias Tensor [Nq, Nkv] or [1 or H, Nq, Nkv], added to the
+scaled logits (float: nats, converted to the kernel's Q16 octaves on the tensor's device; int32:
+Q16 octaves already); or a RelativePositionBias(table [T, 1 or H], index [Nq, Nkv]) as in Swin
+(qflash.relative_position_bias checks the index once). attn_mask: None or a bool Tensor [Nq, Nkv]
+or [W, Nq, Nkv], True = the key is visible; batch element b uses window b % W (Swin's shifted
+windows: b = image * W + window), B must be a multiple of W. Bias and mask are shared by the
+batch, never expanded to [B, H, N, N].
 
 The ops are torch.ops.qflash.{attention_int8, reference_int8, attention}; they have fake (meta)
 implementations, so torch.compile(fullgraph=True) traces them, and they allocate nothing but
@@ -21,19 +31,21 @@ their output (and a workspace tensor), so CUDA graphs capture them.
 """
 
 import math
+from typing import NamedTuple
 
 import torch
 
 from . import _C  # loads the extension: registers torch.ops.qflash.*
 
 __all__ = ["attention_int8", "reference_int8", "attention", "PRESETS", "OUTPUT_DTYPES",
-           "default_output_scale"]
+           "default_output_scale", "RelativePositionBias", "relative_position_bias"]
 __version__ = "0.1.0"
 
-PRESETS = ("paper", "precise", "precise_cubic")
+PRESETS = ("paper", "precise", "precise_cubic", "fast")
 OUTPUT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.float16)
 HEAD_DIMS = (32, 64, 80, 96, 128)
-_PRESET_IDS = {"paper": 0, "precise": 1, "precise_cubic": 2}
+_PRESET_IDS = {"paper": 0, "precise": 1, "precise_cubic": 2, "fast": 3}
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _OUTPUT_IDS = {torch.int8: 0, torch.int16: 1, torch.int32: 2, torch.float16: 3}
 _FLOAT32_MAX = 3.4028234663852886e38
 
@@ -42,6 +54,62 @@ def default_output_scale(v_scale, out_dtype):
     """The real value of one output code of attention_int8: v_scale * this (1.0 for float16)."""
     return {torch.int8: v_scale, torch.int16: v_scale / 256.0, torch.int32: v_scale / 65536.0,
             torch.float16: 1.0}[out_dtype]
+
+
+class RelativePositionBias(NamedTuple):
+    """A Swin relative-position bias: table [T, 1 or H] (timm's relative_position_bias_table
+    layout; float nats or int32 Q16 octaves) and index [Nq, Nkv] (int32 or int64, entries in
+    [0, T)): the bias of head h, query i, key j is table[index[i, j], h]. The CUDA kernel clamps
+    an index outside [0, T) (it cannot report it without a sync) and the host reference rejects
+    it: build it with qflash.relative_position_bias, which checks the index once."""
+    table: torch.Tensor
+    index: torch.Tensor
+
+
+def relative_position_bias(table, index):
+    """RelativePositionBias(table, index) with the index checked (one host sync, so call it once,
+    e.g. when a model is patched) and stored as contiguous int32."""
+    where = "qflash.relative_position_bias"
+    for name, t in (("table", table), ("index", index)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if table.dim() != 2 or table.shape[0] == 0:
+        raise ValueError(f"{where}: table must be [T, 1 or H] with T > 0, got shape "
+                         f"{list(table.shape)}")
+    if index.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"{where}: index must be int32 or int64, got {index.dtype}")
+    if index.dim() != 2:
+        raise ValueError(f"{where}: index must be [Nq, Nkv], got shape {list(index.shape)}")
+    if index.device != table.device:
+        raise ValueError(f"{where}: table is on {table.device} and index on {index.device}")
+    if index.numel() > 0:
+        lo, hi = int(index.min()), int(index.max())
+        if lo < 0 or hi >= table.shape[0]:
+            raise ValueError(f"{where}: index entries must be in [0, {table.shape[0]}) (rows of "
+                             f"the table), got [{lo}, {hi}]")
+    return RelativePositionBias(table, index.to(torch.int32).contiguous())
+
+
+def _extras(op, attn_bias, attn_mask):
+    """(bias, bias_index, mask) op arguments; the op checks shapes, dtypes and devices."""
+    bias = index = None
+    if isinstance(attn_bias, RelativePositionBias):
+        bias, index = attn_bias.table, attn_bias.index
+        for name, t in (("attn_bias.table", bias), ("attn_bias.index", index)):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    elif isinstance(attn_bias, torch.Tensor):
+        bias = attn_bias
+    elif attn_bias is not None:
+        raise TypeError(f"{op}: attn_bias must be None, a Tensor (dense bias) or a "
+                        f"qflash.RelativePositionBias, got {type(attn_bias).__name__}")
+    if attn_mask is not None and not isinstance(attn_mask, torch.Tensor):
+        raise TypeError(f"{op}: attn_mask must be None or a bool Tensor, got "
+                        f"{type(attn_mask).__name__}")
+    if attn_mask is not None and attn_mask.dtype not in (torch.bool, torch.uint8):
+        raise TypeError(f"{op}: attn_mask must be torch.bool (True = visible), got "
+                        f"{attn_mask.dtype}; an additive float mask belongs in attn_bias")
+    return bias, index, attn_mask
 
 
 # The checks below run in Python, before the op, so that bad input raises a plain Python exception
@@ -53,8 +121,8 @@ def _check_preset(op, preset):
         raise TypeError(f"{op}: preset must be a str (one of {', '.join(PRESETS)}), "
                         f"got {type(preset).__name__}")
     if preset not in _PRESET_IDS:
-        raise ValueError(f"{op}: unknown preset '{preset}' (use 'paper', 'precise' or "
-                         "'precise_cubic')")
+        raise ValueError(f"{op}: unknown preset '{preset}' (use 'paper', 'precise', "
+                         "'precise_cubic' or 'fast')")
 
 
 def _check_out_dtype(op, out_dtype, allowed):
@@ -142,7 +210,7 @@ def _check_calibration(op, preset, out_dtype, head_dim, q_scale, k_scale, v_scal
 
 
 def _int8_call(op, opname, device_type, q8, k8, v8, q_scale, k_scale, v_scale, preset, out_dtype,
-               softmax_scale):
+               softmax_scale, attn_bias, attn_mask):
     _check_preset(op, preset)
     _check_out_dtype(op, out_dtype, OUTPUT_DTYPES)
     _check_qkv(op, {"q8": q8, "k8": k8, "v8": v8}, torch.int8, device_type)
@@ -155,47 +223,57 @@ def _int8_call(op, opname, device_type, q8, k8, v8, q_scale, k_scale, v_scale, p
     _check_scale(op, "softmax_scale", softmax_scale, optional=True)
     _check_calibration(op, preset, out_dtype, q8.shape[3], q_scale, k_scale, v_scale,
                        softmax_scale)
+    bias, index, mask = _extras(op, attn_bias, attn_mask)
     return getattr(torch.ops.qflash, opname).default(
         q8, k8, v8, float(q_scale), float(k_scale), float(v_scale), preset=preset,
-        out_dtype=out_dtype, softmax_scale=None if softmax_scale is None else float(softmax_scale))
+        out_dtype=out_dtype, softmax_scale=None if softmax_scale is None else float(softmax_scale),
+        bias=bias, bias_index=index, mask=mask)
 
 
 def attention_int8(q8, k8, v8, q_scale, k_scale, v_scale, *, preset="precise",
-                   out_dtype=torch.int8, softmax_scale=None):
+                   out_dtype=torch.int8, softmax_scale=None, attn_bias=None, attn_mask=None):
     """Integer attention on int8 CUDA tensors [B, H, N, D] (see the module docstring)."""
     return _int8_call("qflash.attention_int8", "attention_int8", "cuda", q8, k8, v8, q_scale,
-                      k_scale, v_scale, preset, out_dtype, softmax_scale)
+                      k_scale, v_scale, preset, out_dtype, softmax_scale, attn_bias, attn_mask)
 
 
 def reference_int8(q8, k8, v8, q_scale, k_scale, v_scale, *, preset="precise",
-                   out_dtype=torch.int8, softmax_scale=None):
+                   out_dtype=torch.int8, softmax_scale=None, attn_bias=None, attn_mask=None):
     """attention_int8 on CPU tensors through the bit-exact host reference."""
     return _int8_call("qflash.reference_int8", "reference_int8", "cpu", q8, k8, v8, q_scale,
-                      k_scale, v_scale, preset, out_dtype, softmax_scale)
+                      k_scale, v_scale, preset, out_dtype, softmax_scale, attn_bias, attn_mask)
 
 
-def attention(q, k, v, *, preset="precise", out_dtype=torch.float16):
-    """fp16 attention through the integer pipeline on CUDA tensors [B, H, N, D]."""
+def attention(q, k, v, *, preset="precise", attn_bias=None, attn_mask=None,
+              out_dtype=torch.float16):
+    """Float attention through the integer pipeline on CUDA tensors [B, H, N, D] (fp16, bf16 or
+    fp32; bf16 and fp32 are rounded to fp16 on the device before the quantize pass)."""
     op = "qflash.attention"
     _check_preset(op, preset)
-    _check_out_dtype(op, out_dtype, (torch.float16,))
-    _check_qkv(op, {"q": q, "k": k, "v": v}, torch.float16, "cuda")
-    return torch.ops.qflash.attention.default(q, k, v, preset=preset, out_dtype=out_dtype)
+    _check_out_dtype(op, out_dtype, FLOAT_DTYPES)
+    if isinstance(q, torch.Tensor) and q.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: q must be float16, bfloat16 or float32, got {q.dtype} (int8 "
+                        "codes go to qflash.attention_int8)")
+    _check_qkv(op, {"q": q, "k": k, "v": v}, q.dtype if isinstance(q, torch.Tensor) else None,
+               "cuda")
+    bias, index, mask = _extras(op, attn_bias, attn_mask)
+    return torch.ops.qflash.attention.default(q, k, v, preset=preset, out_dtype=out_dtype,
+                                              bias=bias, bias_index=index, mask=mask)
 
 
 # Fake (meta) implementations: shapes and dtypes only, for torch.compile and FakeTensor tracing.
 @torch.library.register_fake("qflash::attention_int8")
 def _attention_int8_fake(q8, k8, v8, q_scale, k_scale, v_scale, *, preset, out_dtype,
-                         softmax_scale):
+                         softmax_scale, bias=None, bias_index=None, mask=None):
     return torch.empty(q8.shape, dtype=out_dtype, device=q8.device)
 
 
 @torch.library.register_fake("qflash::reference_int8")
 def _reference_int8_fake(q8, k8, v8, q_scale, k_scale, v_scale, *, preset, out_dtype,
-                         softmax_scale):
+                         softmax_scale, bias=None, bias_index=None, mask=None):
     return torch.empty(q8.shape, dtype=out_dtype, device=q8.device)
 
 
 @torch.library.register_fake("qflash::attention")
-def _attention_fake(q, k, v, *, preset, out_dtype):
-    return torch.empty(q.shape, dtype=torch.float16, device=q.device)
+def _attention_fake(q, k, v, *, preset, out_dtype, bias=None, bias_index=None, mask=None):
+    return torch.empty(q.shape, dtype=out_dtype, device=q.device)

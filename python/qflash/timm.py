@@ -21,13 +21,17 @@ patch(model, *, preset="precise", scales=None, int_out_dtype=torch.int16, strict
     `qflash.attention_int8(..., out_dtype=int_out_dtype)` and dequantizes the output with
     `qflash.default_output_scale(v_scale, int_out_dtype)`: this is how a deployment runs.
 
+    Swin `timm.models.swin_transformer.WindowAttention` modules are patched too: q, k, v from
+    timm's qkv Linear, the learned relative_position_bias_table passed as a
+    qflash.RelativePositionBias (never expanded; its index map is checked once, at patch time,
+    and kept as a non-persistent buffer `_qflash_rel_index`), and the shifted-window mask that
+    timm passes (0 = visible, -100 = hidden, [nW, N, N]) as a bool mask (mask == 0). A -100 bias
+    and a hidden key differ by exp(-100) ~ 4e-44 of a weight; any other mask value raises
+    ValueError (checked in eager mode, once per mask tensor).
+
     Not patched (a warning lists them with the reason; strict=True raises instead):
-      * Swin `timm.models.swin_transformer.WindowAttention`: it adds a learned relative position
-        bias to the logits of every window, and shifted-window blocks also add a -100 mask. The
-        qflash ops (torch.ops.qflash.attention / attention_int8) take no bias or mask argument,
-        so these modules keep timm's attention.
-      * Attention subclasses that override forward, and head dims qflash has no kernel for
-        (it supports 32, 64, 80, 96 and 128).
+      * Attention / WindowAttention subclasses that override forward, and head dims qflash has
+        no kernel for (it supports 32, 64, 80, 96 and 128).
     A patched module called with an attention mask or is_causal=True raises NotImplementedError
     (qflash has no mask support). The qflash ops have no backward: patched models are for
     inference (no attention dropout is applied).
@@ -62,9 +66,7 @@ __all__ = ["patch", "unpatch", "calibrate", "get_scales", "set_scales", "patched
            "unpatchable_modules"]
 
 _INT_OUT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.float16)
-_SWIN_REASON = ("Swin WindowAttention adds a relative position bias (and, in shifted-window blocks, "
-                "an attention mask) to the logits; the qflash ops have no bias/mask argument, so it "
-                "keeps timm's attention")
+_SWIN_MASK_HIDDEN = -100.0  # timm's shifted-window mask value for a key of another window
 
 
 def _timm_classes():
@@ -91,13 +93,22 @@ def _head_dim(m):
     return int(hd)
 
 
+def _is_window(m, window_cls):
+    return window_cls is not None and isinstance(m, window_cls)
+
+
 def _why_not(m, attn_cls, window_cls):
     """None if `m` can be patched, else the reason (str); also None-ish for unrelated modules."""
-    if window_cls is not None and isinstance(m, window_cls):
-        return _SWIN_REASON
-    if not isinstance(m, attn_cls):
+    if _is_window(m, window_cls):
+        if type(m).forward is not window_cls.forward:
+            return (f"{type(m).__name__} overrides WindowAttention.forward; qflash.timm only "
+                    "reproduces timm's WindowAttention.forward")
+        for attr in ("relative_position_bias_table", "relative_position_index", "qkv", "proj"):
+            if getattr(m, attr, None) is None:
+                return f"WindowAttention without '{attr}' (another timm version?)"
+    elif not isinstance(m, attn_cls):
         return None
-    if type(m).forward is not attn_cls.forward:
+    elif type(m).forward is not attn_cls.forward:
         return (f"{type(m).__name__} overrides Attention.forward; qflash.timm only reproduces "
                 "timm's Attention.forward")
     if getattr(m, "gate", None) is not None and not isinstance(m.gate, torch.nn.Module):
@@ -147,8 +158,11 @@ def _quantize(t, scale):
     return torch.clamp(torch.round(t.float() / scale), -127, 127).to(torch.int8).contiguous()
 
 
-def _attend(self, q, k, v):
-    """softmax(q k^T * self.scale) v through qflash (or float while calibrating); [B, H, N, D]."""
+def _attend(self, q, k, v, bias=None, mask=None, float_bias=None):
+    """softmax(q k^T * self.scale + bias) v over the visible keys through qflash (or float while
+    calibrating); [B, H, N, D]. bias: None or a qflash.RelativePositionBias; mask: None or bool
+    [nW, N, N]; float_bias: a callable giving the same bias and mask as one float SDPA attn_mask
+    (calibration only)."""
     dtype = q.dtype
     d = q.shape[-1]
     sm = float(self.scale)
@@ -158,18 +172,21 @@ def _attend(self, q, k, v):
         for i, t in enumerate((q, k, v)):
             a = t.detach().abs().amax().float()
             calib[i] = a if calib[i] is None else torch.maximum(calib[i], a)
-        return F.scaled_dot_product_attention(q, k, v, scale=sm)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=None if float_bias is None else float_bias(q.dtype), scale=sm)
     scales = self._qflash_scales
     if scales is not None:  # static scales: the int8 deployment path
         qs, ks, vs = scales
         out_dtype = self._qflash_int_out_dtype
         o = qflash.attention_int8(_quantize(q, qs), _quantize(k, ks), _quantize(v, vs), qs, ks, vs,
                                   preset=self._qflash_preset, out_dtype=out_dtype,
-                                  softmax_scale=None if default_sm else sm)
+                                  softmax_scale=None if default_sm else sm, attn_bias=bias,
+                                  attn_mask=mask)
         return (o.float() * qflash.default_output_scale(vs, out_dtype)).to(dtype)
     if not default_sm:  # qflash.attention always uses 1/sqrt(D): fold the difference into q
         q = q * (sm * math.sqrt(d))
-    o = qflash.attention(q.half(), k.half(), v.half(), preset=self._qflash_preset)
+    o = qflash.attention(q.half(), k.half(), v.half(), preset=self._qflash_preset,
+                         attn_bias=bias, attn_mask=mask)
     return o.to(dtype)
 
 
@@ -200,6 +217,47 @@ def _vit_forward(self, x, attn_mask=None, is_causal=False):
     return x
 
 
+def _visible(self, mask):
+    """timm's shifted-window mask (float [nW, N, N], 0 = visible, -100 = hidden) as qflash's bool
+    mask. In eager mode each new mask tensor is checked once for other values (one host sync)."""
+    capturing = mask.is_cuda and torch.cuda.is_current_stream_capturing()
+    if not (torch.compiler.is_compiling() or capturing):
+        key = (mask.data_ptr(), mask._version, tuple(mask.shape), mask.device)
+        if self._qflash_mask_checked != key:
+            if not bool(((mask == 0) | (mask <= _SWIN_MASK_HIDDEN)).all()):
+                raise ValueError(
+                    "qflash.timm: a patched WindowAttention got a mask with values other than 0 "
+                    f"(visible) and <= {_SWIN_MASK_HIDDEN} (hidden); qflash takes a visible/hidden "
+                    "mask only (qflash.timm.unpatch the model for other masks)")
+            self._qflash_mask_checked = key
+    return mask == 0
+
+
+def _swin_forward(self, x, mask=None):
+    """timm's WindowAttention.forward with the attention product replaced by qflash."""
+    B_, N, _ = x.shape
+    qkv = self.qkv(x).reshape(B_, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    table = self.relative_position_bias_table.detach()
+    bias = qflash.RelativePositionBias(table, self._qflash_rel_index)
+
+    def float_bias(dtype):  # timm's own float attn_mask, for calibration
+        b = table[self._qflash_rel_index.long()].permute(2, 0, 1).unsqueeze(0)  # [1, H, N, N]
+        if mask is None:
+            return b.to(dtype)
+        nw = mask.shape[0]
+        full = b + mask.view(1, nw, 1, N, N).expand(B_ // nw, -1, self.num_heads, -1, -1).reshape(
+            -1, self.num_heads, N, N)
+        return full.to(dtype)
+
+    visible = None if mask is None else _visible(self, mask)
+    x = _attend(self, q, k, v, bias, visible, float_bias)
+    x = x.transpose(1, 2).reshape(B_, N, -1)
+    x = self.proj(x)
+    x = self.proj_drop(x)
+    return x
+
+
 # ---- public API ------------------------------------------------------------------------------
 
 def patched_modules(model):
@@ -222,12 +280,12 @@ def unpatchable_modules(model):
 def patch(model, *, preset="precise", scales=None, int_out_dtype=torch.int16, strict=False):
     """Make `model`'s timm attention modules run qflash; returns the patched module names.
 
-    preset: "paper", "precise" or "precise_cubic". scales: None (dynamic, fp16 path) or
+    preset: "paper", "precise", "precise_cubic" or "fast". scales: None (dynamic, fp16 path) or
     {module name: (q_scale, k_scale, v_scale)} for every patched module (static, int8 path).
     int_out_dtype: the attention_int8 output type of the static path (int8/int16/int32 codes,
     dequantized with qflash.default_output_scale, or float16). Patching an already patched model
-    updates preset, int_out_dtype and (when given) scales. Unpatchable modules (Swin
-    WindowAttention: bias/mask) are listed in a warning, or raise NotImplementedError if strict.
+    updates preset, int_out_dtype and (when given) scales. Unpatchable modules (overridden
+    forward, unsupported head dim) are listed in a warning, or raise NotImplementedError if strict.
     """
     where = "qflash.timm.patch"
     qflash._check_preset(where, preset)
@@ -261,7 +319,17 @@ def patch(model, *, preset="precise", scales=None, int_out_dtype=torch.int16, st
             m._qflash_own_forward = m.__dict__.get("forward", None)
             m._qflash_scales = None
             m._qflash_calib = None
-            m.forward = types.MethodType(_vit_forward, m)
+            if _is_window(m, window_cls):
+                idx = m.relative_position_index
+                n = math.isqrt(idx.numel())
+                rel = qflash.relative_position_bias(m.relative_position_bias_table.detach(),
+                                                    idx.reshape(n, n))
+                # a buffer, so that model.to(device) moves it with the table
+                m.register_buffer("_qflash_rel_index", rel.index, persistent=False)
+                m._qflash_mask_checked = None
+                m.forward = types.MethodType(_swin_forward, m)
+            else:
+                m.forward = types.MethodType(_vit_forward, m)
             m._qflash_patched = True
         m._qflash_preset = preset
         m._qflash_int_out_dtype = int_out_dtype
@@ -282,8 +350,10 @@ def unpatch(model):
         if own is not None:
             m.forward = own
         for attr in ("_qflash_patched", "_qflash_own_forward", "_qflash_scales", "_qflash_calib",
-                     "_qflash_preset", "_qflash_int_out_dtype"):
-            delattr(m, attr)
+                     "_qflash_preset", "_qflash_int_out_dtype", "_qflash_rel_index",
+                     "_qflash_mask_checked"):
+            if hasattr(m, attr):
+                delattr(m, attr)
         names.append(name)
     return names
 

@@ -20,7 +20,7 @@ if torch.cuda.is_available():
 else:  # keep collection working on machines without the extension
     qflash = pytest.importorskip("qflash")
 
-PRESETS = ["paper", "precise", "precise_cubic"]
+PRESETS = ["paper", "precise", "precise_cubic", "fast"]
 OUT_DTYPES = [torch.int8, torch.int16, torch.int32, torch.float16]
 # (B, H, Nq, Nkv, D)
 SHAPES = [(1, 6, 197, 197, 64), (4, 3, 49, 49, 32), (1, 2, 77, 130, 80), (2, 1, 16, 33, 128)]
@@ -231,7 +231,7 @@ ERROR_CASES_INT8 = [
     ("scale-type", lambda: _call8(scales=("0.1", K_SCALE, V_SCALE)), TypeError, "q_scale"),
     ("softmax-scale", lambda: _call8(softmax_scale=-0.5), ValueError, "softmax_scale"),
     ("logit-range", lambda: _call8(scales=(1.0, 1.0, V_SCALE)), ValueError, "logits exceed"),
-    ("preset", lambda: _call8(preset="fast"), ValueError, "unknown preset 'fast'"),
+    ("preset", lambda: _call8(preset="fastest"), ValueError, "unknown preset 'fastest'"),
     ("preset-type", lambda: _call8(preset=1), TypeError, "preset"),
     ("out-dtype", lambda: _call8(out_dtype=torch.float32), ValueError, "out_dtype"),
     ("out-dtype-type", lambda: _call8(out_dtype="int8"), TypeError, "out_dtype"),
@@ -246,10 +246,12 @@ def test_attention_int8_errors(case):
 
 
 ERROR_CASES_HALF = [
-    ("dtype", lambda: qflash.attention(_half().float(), _half(), _half()), TypeError,
-     "must have dtype torch.float16"),
+    ("dtype-mixed", lambda: qflash.attention(_half().float(), _half(), _half()), TypeError,
+     "k must have dtype torch.float32"),
     ("dtype-int8", lambda: qflash.attention(_int8(), _int8(), _int8()), TypeError,
-     "must have dtype torch.float16"),
+     "q must be float16, bfloat16 or float32"),
+    ("dtype-f64", lambda: qflash.attention(*(_half().double() for _ in range(3))), TypeError,
+     "q must be float16, bfloat16 or float32"),
     ("device", lambda: qflash.attention(_half().cpu(), _half().cpu(), _half().cpu()), ValueError,
      "must be a CUDA tensor"),
     ("rank", lambda: qflash.attention(_half((2, 32, 64)), _half(), _half()), ValueError, "4-D"),

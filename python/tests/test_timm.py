@@ -4,8 +4,9 @@
     pip install --no-build-isolation ./python
     python3 -m pytest -q python/tests/test_timm.py
 
-Skipped without a CUDA device or without timm. The model is timm's vit_small_patch16_224 with
-random weights (pretrained=False, seeded), fp32 weights, eval mode, batch 2.
+Skipped without a CUDA device or without timm. The models are timm's vit_small_patch16_224 and
+swin_tiny_patch4_window7_224 with random weights (pretrained=False, seeded), fp32 weights, eval
+mode, batch 2.
 """
 import warnings
 
@@ -234,29 +235,109 @@ def test_unpatch_restores_bit_identical(vit):
             assert torch.equal(model(b), ref)
 
 
-def test_swin_window_attention_not_patched():
-    """Swin's WindowAttention has a relative position bias (and shifted-window masks): qflash has
-    no bias/mask input, so patch() leaves it alone and says so."""
+@pytest.fixture(scope="module")
+def swin():
     torch.manual_seed(0)
     model = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False).cuda().eval()
-    x = torch.randn((1, 3, 224, 224), device="cuda")
+    gen = torch.Generator().manual_seed(2)
+    batches = [torch.randn((2, 3, 224, 224), generator=gen).cuda() for _ in range(3)]
     with torch.no_grad():
-        ref = model(x)
-    with pytest.warns(UserWarning, match="relative position bias"):
-        names = qt.patch(model)
-    assert names == []
-    skipped = qt.unpatchable_modules(model)
-    assert len(skipped) == 12 and all("WindowAttention" in why for _, why in skipped)
-    with pytest.raises(NotImplementedError, match="relative position bias"):
-        qt.patch(model, strict=True)
+        refs = [model(b) for b in batches]
+    yield model, batches, refs
+    qt.unpatch(model)
+
+
+def _window_names(model):
+    from timm.models.swin_transformer import WindowAttention
+    return [n for n, m in model.named_modules() if isinstance(m, WindowAttention)]
+
+
+def test_swin_patch_sqnr_dynamic_and_static(swin, monkeypatch):
+    """Swin-T: every WindowAttention (relative-position table + shifted-window masks) runs qflash."""
+    model, batches, refs = swin
+    names = qt.patch(model, preset="precise", strict=True)
+    try:
+        assert names == _window_names(model) and len(names) == 12
+        calls = []
+        real = qflash.attention
+
+        def counting(*a, **kw):
+            calls.append((kw.get("attn_bias") is not None, kw.get("attn_mask") is not None))
+            return real(*a, **kw)
+
+        monkeypatch.setattr(qflash, "attention", counting)
+        with torch.no_grad():
+            out = model(batches[0])
+        monkeypatch.setattr(qflash, "attention", real)
+        # 12 blocks, every one with the table; the shifted ones (odd blocks of stages 1-3) masked
+        assert len(calls) == 12 and all(b for b, _ in calls)
+        assert sum(m for _, m in calls) == 5, calls
+        sq_dyn = _sqnr_db(refs[0], out)
+        qt.calibrate(model, batches[:2])
+        with torch.no_grad():
+            sq_static = [_sqnr_db(r, model(b)) for b, r in zip(batches, refs)]
+        print(f"swin_tiny random weights: dynamic {sq_dyn:.1f} dB, static "
+              + ", ".join(f"{x:.1f}" for x in sq_static) + " dB")
+        assert sq_dyn >= 30.0, sq_dyn
+        assert min(sq_static) >= 30.0, sq_static
+    finally:
+        qt.unpatch(model)
     with torch.no_grad():
-        assert torch.equal(model(x), ref)
+        assert torch.equal(model(batches[0]), refs[0])  # unpatch restores timm's forward
+
+
+def test_swin_compile_and_graph_replay_equal_eager(swin):
+    model, batches, _ = swin
+    qt.patch(model, preset="precise")
+    try:
+        x = batches[0].clone()
+        with torch.no_grad():
+            eager = model(x)
+            torch._dynamo.reset()
+            traced = torch.compile(model, fullgraph=True, backend="eager")
+            assert torch.equal(traced(x), eager)
+            torch._dynamo.reset()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    model(x)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = model(x)
+            x.copy_(batches[1])
+            graph.replay()
+            torch.cuda.synchronize()
+            again = model(batches[1])
+            assert torch.isfinite(out).all()
+            if not torch.equal(out, again):  # only a cuBLAS algorithm change under capture can
+                assert _sqnr_db(again, out) >= 60.0
+    finally:
+        qt.unpatch(model)
+
+
+def test_swin_mask_with_other_values_raises(swin):
+    model, _, _ = swin
+    qt.patch(model)
+    try:
+        from timm.models.swin_transformer import WindowAttention
+        attn = next(m for m in model.modules() if isinstance(m, WindowAttention))
+        x = torch.randn((4, 49, attn.qkv.in_features), device="cuda")
+        mask = torch.zeros((2, 49, 49), device="cuda")
+        with torch.no_grad():
+            assert torch.isfinite(attn(x, mask=mask)).all()
+            mask[0, 0, 1] = -5.0
+            with pytest.raises(ValueError, match="mask with values other than 0"):
+                attn(x, mask=mask)
+    finally:
+        qt.unpatch(model)
 
 
 def test_errors(vit):
     model, batches, _ = vit
     with pytest.raises(ValueError, match="unknown preset"):
-        qt.patch(model, preset="fast")
+        qt.patch(model, preset="fastest")
     with pytest.raises(ValueError, match="call qflash.timm.patch"):
         qt.calibrate(model, batches[:1])
     names = qt.patch(model)
