@@ -92,6 +92,16 @@ QFLASH_HOST_DEVICE constexpr std::int64_t mul_wide(std::int32_t a, std::int32_t 
   return static_cast<std::int64_t>(a) * static_cast<std::int64_t>(b);
 }
 
+/// x itself, opaque to the device compiler: keeps a 32-bit intermediate such as the high word of
+/// a 64-bit product in a 32-bit register. Without it NVVM folds zext(trunc(x >> 32)) into a 64-bit
+/// shift, the next multiply becomes 64 x 64, and ptxas adds a zero cross term per use.
+QFLASH_HOST_DEVICE constexpr std::uint32_t opaque_u32(std::uint32_t x) noexcept {
+#if defined(__CUDA_ARCH__)
+  if (!__builtin_is_constant_evaluated()) asm("" : "+r"(x));
+#endif
+  return x;
+}
+
 /// round(a * b / 2^s) half away from zero for int32 a, b (|a * b| <= 2^62) and 0 <= s <= 62.
 QFLASH_HOST_DEVICE constexpr std::int64_t mul_round_shift_bounded(std::int32_t a, std::int32_t b,
                                                                   int s) noexcept {

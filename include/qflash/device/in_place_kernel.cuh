@@ -128,36 +128,36 @@ __global__ void __launch_bounds__(32 * Warps, kInPlaceMinBlocksPerSm<D>)
   }
   detail::RowFrames rows{};
 
-  // frames: the new frame of each row from its tile max; accumulators and sums move to it.
+  // frames: the new frame of each row from its tile max; accumulators and sums move to it. A
+  // row that keeps its frame moves by the identity (2^30, 30), so the warp-uniform test below
+  // only skips work: all of it, when no row of the warp moves (no frame moves before step 1).
   const auto move_frames = [&](const std::int32_t(&tile_max)[2], bool started) {
+    std::int32_t frame[2];
     bool moves = false;
-    MergeFactors move[2];
     QFLASH_UNROLL
     for (int r = 0; r < 2; ++r) {
-      const RowState state{rows.frame[r], rows.sum[r], started};
-      const std::int32_t frame = Softmax::reference_max(state, tile_max[r]);
-      move[r] = started ? Softmax::frame_move(rows.frame[r], frame, prm.exp)
-                        : MergeFactors{kOneQ30, kOneQ30};
-      moves = moves || move[r].state_q30 != kOneQ30 || move[r].state_shift != 30;
-      rows.sum[r] =
-          started ? Softmax::rescale(rows.sum[r], move[r].state_q30, move[r].state_shift) : 0;
-      rows.frame[r] = frame;
+      frame[r] = Softmax::reference_max(RowState{rows.frame[r], rows.sum[r], started}, tile_max[r]);
+      moves = moves || (started && frame[r] != rows.frame[r]);
     }
     if (__any_sync(0xffffffffu, moves)) {
       QFLASH_UNROLL
       for (int r = 0; r < 2; ++r) {
-        const std::uint64_t addend = Softmax::biased_addend(move[r].state_q30, move[r].state_shift);
+        const MergeFactors move = Softmax::frame_move(rows.frame[r], frame[r], prm.exp);
+        rows.sum[r] = Softmax::rescale(rows.sum[r], move.state_q30, move.state_shift);
+        const std::uint64_t addend = Softmax::biased_addend(move.state_q30, move.state_shift);
         QFLASH_UNROLL
         for (int dn = 0; dn < Shape::d_tiles; ++dn) {
           QFLASH_UNROLL
           for (int c = 0; c < 2; ++c) {
             std::int32_t& a = acc[dn][2 * r + c];
             a = static_cast<std::int32_t>(Softmax::rescale_biased(
-                static_cast<std::uint32_t>(a), addend, move[r].state_q30, move[r].state_shift));
+                static_cast<std::uint32_t>(a), addend, move.state_q30, move.state_shift));
           }
         }
       }
     }
+    rows.frame[0] = frame[0];
+    rows.frame[1] = frame[1];
   };
 
   // scores, frames and softmax of one step; `Ragged`: keys at or past keys_left are padding.
@@ -183,24 +183,27 @@ __global__ void __launch_bounds__(32 * Warps, kInPlaceMinBlocksPerSm<D>)
     move_frames(tile_max, started);
     const std::int32_t offset[2] = {Exp::kHeadroom - rows.frame[0], Exp::kHeadroom - rows.frame[1]};
     std::uint32_t high_sum[2] = {0, 0};
+    // P = high word >> SumBits < 2^8, so the high word is < 2^(8 + SumBits) <= 2^14: two high
+    // words share a register (16 bits each), one shift takes P out of both, and a byte permute
+    // gathers the four P bytes.
+    static_assert(8 + Exp::sum_bits <= 16, "in-place kernel: high words must fit 16 bits");
     QFLASH_UNROLL
-    for (int nt = 0; nt < Shape::n_tiles; nt += 2) {
+    for (int r = 0; r < 2; ++r) {  // row by row: the row's offset stays in one register
       QFLASH_UNROLL
-      for (int r = 0; r < 2; ++r) {
-        std::uint32_t pr[4];  // keys (nt, 2q), (nt, 2q+1), (nt+1, 2q), (nt+1, 2q+1) of row r
+      for (int nt = 0; nt < Shape::n_tiles; nt += 2) {
+        std::uint32_t kept[4];  // keys (nt, 2q), (nt, 2q+1), (nt+1, 2q), (nt+1, 2q+1) of row r
         QFLASH_UNROLL
         for (int i = 0; i < 4; ++i) {
           const int t = nt + i / 2, e = 2 * r + i % 2;
           const auto high = static_cast<std::uint32_t>(
               Exp::product(Logit::apply_offset(s[t][e], offset[r], prm.logit)) >> 32);
-          const std::uint32_t kept = visible(t, e) ? high : 0u;
-          high_sum[r] += kept;
-          pr[i] = static_cast<std::uint32_t>(Exp::from_high_word(kept).p);
+          kept[i] = visible(t, e) ? high : 0u;
+          high_sum[r] += kept[i];
         }
+        const std::uint32_t p01 = detail::byte_perm(kept[0], kept[1], 0x5410) >> Exp::sum_bits;
+        const std::uint32_t p23 = detail::byte_perm(kept[2], kept[3], 0x5410) >> Exp::sum_bits;
         // S tiles nt, nt + 1 (row r) -> register r + 2 ((nt / 2) % 2) of k-chunk nt / 4.
-        prob.reg[nt / 4][r + 2 * ((nt / 2) % 2)] =
-            detail::byte_perm(detail::byte_perm(pr[0], pr[1], 0x0040),
-                              detail::byte_perm(pr[2], pr[3], 0x0040), 0x5410);
+        prob.reg[nt / 4][r + 2 * ((nt / 2) % 2)] = detail::byte_perm(p01, p23, 0x6420);
       }
     }
     // The row sum: sum of weights = sum of high words - (visible keys) * kWeightOffset.

@@ -282,8 +282,8 @@ struct AscendingPolyExp2 {
     // c + hi(f * m) as one 64-bit multiply-add (c * 2^32 never carries out: sums < 2^32); the
     // GPU keeps the constant addends in uniform registers this way.
     const auto step = [f_high](std::uint32_t m, std::uint32_t c) {
-      return static_cast<std::uint32_t>((std::uint64_t{f_high} * m + (std::uint64_t{c} << 32)) >>
-                                        32);
+      return opaque_u32(
+          static_cast<std::uint32_t>((std::uint64_t{f_high} * m + (std::uint64_t{c} << 32)) >> 32));
     };
     return step(step(c2k, c1k), c0);
   }
@@ -292,8 +292,8 @@ struct AscendingPolyExp2 {
   QFLASH_HOST_DEVICE static constexpr std::uint32_t rescale_mantissa(
       std::uint32_t f_high) noexcept {
     const auto step = [f_high](std::uint32_t m, std::uint32_t c) {
-      return static_cast<std::uint32_t>((std::uint64_t{f_high} * m + (std::uint64_t{c} << 32)) >>
-                                        32);
+      return opaque_u32(
+          static_cast<std::uint32_t>((std::uint64_t{f_high} * m + (std::uint64_t{c} << 32)) >> 32));
     };
     return step(step(step(r3, r2), r1), r0);
   }

@@ -195,19 +195,17 @@ struct FrameSoftmax {
     return max(tile_max, row.max - (headroom_octaves(row.sum) << 16));
   }
 
-  /// The rescale from frame `from` to frame `to` (MergeFactors::state_q30 / state_shift).
+  /// The rescale from frame `from` to frame `to` (MergeFactors::state_q30 / state_shift):
+  /// up (to > from) by 2^-(to - from) in Q1.30; down by 2^k * 2^-(k 2^16 - (from - to)) with
+  /// k = ceil((from - to) / 2^16) in [1, 28] whole octaves as the shift 30 - k; the identity
+  /// (2^30, 30) when to == from, since rescale_q30(0) is exactly 2^30. One formula for the three
+  /// cases, without branches (a warp whose rows move both ways does not run two paths).
   QFLASH_HOST_DEVICE static constexpr MergeFactors frame_move(
       std::int32_t from, std::int32_t to, const typename Exp::Params& exp_params) noexcept {
-    MergeFactors f{kOneQ30, kOneQ30};
-    if (to > from) {
-      f.state_q30 = Exp::rescale_q30(to - from, exp_params);
-    } else if (to < from) {
-      const std::int32_t d = from - to;                 // <= 28 * 2^16
-      const std::int32_t octaves = (d + 0xFFFF) >> 16;  // ceil, in [1, 28]
-      f.state_q30 = Exp::rescale_q30((octaves << 16) - d, exp_params);
-      f.state_shift = 30 - octaves;
-    }
-    return f;
+    const std::int32_t d = to - from;                             // |d| < 2^31: |F| <= 3 * 2^28
+    const std::int32_t octaves = d < 0 ? (0xFFFF - d) >> 16 : 0;  // ceil(-d / 2^16), in [0, 28]
+    const std::int32_t q30 = Exp::rescale_q30(d < 0 ? (octaves << 16) + d : d, exp_params);
+    return MergeFactors{q30, kOneQ30, 30 - octaves};
   }
 
   /// floor((x * factor + 2^(shift-1)) / 2^shift) for factor in [0, 2^30], shift in [2, 30],
