@@ -231,15 +231,9 @@ struct Extras {
 };
 
 /// A float bias in nats -> int32 Q16 octaves (qflash::bias_to_q16_octaves, on q's device); an
-/// int32 bias is taken as Q16 octaves already.
+/// int32 bias is taken as Q16 octaves already. The dtype was checked by check_extras.
 at::Tensor bias_in_q16(const char* op, const at::Tensor& bias, bool on_cuda) {
   if (bias.scalar_type() == at::kInt) return bias.contiguous();
-  TORCH_CHECK_TYPE(bias.scalar_type() == at::kFloat || bias.scalar_type() == at::kHalf ||
-                       bias.scalar_type() == at::kBFloat16,
-                   op,
-                   ": attn_bias must be float32, float16 or bfloat16 (nats, added to the "
-                   "scaled logits) or int32 (Q16 octaves), got ",
-                   dtype_name(bias.scalar_type()));
   const at::Tensor nats = bias.to(at::kFloat).contiguous();
   at::Tensor q16 = at::empty(nats.sizes(), nats.options().dtype(at::kInt));
   const auto* src = nats.data_ptr<float>();
@@ -254,42 +248,41 @@ at::Tensor bias_in_q16(const char* op, const at::Tensor& bias, bool on_cuda) {
   return q16;
 }
 
-/// Checks and converts attn_bias (dense [Nq, Nkv] / [Hb, Nq, Nkv], or with bias_index a
-/// relative-position table [T, Hb] in timm's layout and an index map [Nq, Nkv]) and attn_mask
-/// (bool or uint8 [Nq, Nkv] / [W, Nq, Nkv], nonzero = visible, batch element z uses window
-/// z % W, B a multiple of W). Hb is 1 (shared by all heads) or H.
-Extras prepare_extras(const char* op, const at::Tensor& q, const at::Tensor& k,
-                      const std::optional<at::Tensor>& bias,
-                      const std::optional<at::Tensor>& bias_index,
-                      const std::optional<at::Tensor>& mask, bool on_cuda) {
-  Extras e;
+/// Checks attn_bias (dense [Nq, Nkv] / [Hb, Nq, Nkv], or with bias_index a relative-position
+/// table [T, Hb] in timm's layout and an index map [Nq, Nkv]) and attn_mask (bool or uint8
+/// [Nq, Nkv] / [W, Nq, Nkv], nonzero = visible, batch element z uses window z % W, B a multiple
+/// of W). Hb is 1 (shared by all heads) or H. Runs before any device work.
+void check_extras(const char* op, const at::Tensor& q, const at::Tensor& k,
+                  const std::optional<at::Tensor>& bias,
+                  const std::optional<at::Tensor>& bias_index,
+                  const std::optional<at::Tensor>& mask) {
   const std::int64_t batch = q.size(0), heads = q.size(1), nq = q.size(2), nkv = k.size(2);
   const auto same_device = [&](const at::Tensor& t, const char* name) {
     TORCH_CHECK_VALUE(t.device() == q.device(), op, ": ", name, " must be on ", q.device(),
                       " (the device of the inputs), got ", t.device());
   };
   const auto heads_ok = [&](std::int64_t hb) { return hb == 1 || hb == heads; };
-  if (bias_index.has_value() && !bias.has_value()) {
-    TORCH_CHECK_VALUE(false, op,
-                      ": bias_index given without attn_bias (the relative-position "
-                      "table)");
-  }
+  TORCH_CHECK_VALUE(!bias_index.has_value() || bias.has_value(), op,
+                    ": bias_index given without attn_bias (the relative-position table)");
   if (bias.has_value()) {
     const at::Tensor& b = *bias;
     same_device(b, "attn_bias");
+    const at::ScalarType t = b.scalar_type();
+    TORCH_CHECK_TYPE(t == at::kFloat || t == at::kHalf || t == at::kBFloat16 || t == at::kInt, op,
+                     ": attn_bias must be float32, float16 or bfloat16 (nats, added to the "
+                     "scaled logits) or int32 (Q16 octaves), got ",
+                     dtype_name(t));
     if (!bias_index.has_value()) {  // dense
-      TORCH_CHECK_VALUE(
+      const bool dense_ok =
           (b.dim() == 2 && b.size(0) == nq && b.size(1) == nkv) ||
-              (b.dim() == 3 && heads_ok(b.size(0)) && b.size(1) == nq && b.size(2) == nkv),
-          op, ": attn_bias must be [Nq, Nkv] or [1 or H, Nq, Nkv] = [1 or ", heads, ", ", nq, ", ",
-          nkv, "], got shape ", shape_str(b));
-      e.bias_q16 = bias_in_q16(op, b, on_cuda);
-      e.bias.kind = qflash::BiasKind::dense;
-      e.bias.heads = b.dim() == 2 ? 1 : b.size(0);
+          (b.dim() == 3 && heads_ok(b.size(0)) && b.size(1) == nq && b.size(2) == nkv);
+      TORCH_CHECK_VALUE(dense_ok, op, ": attn_bias must be [Nq, Nkv] or [1 or H, Nq, Nkv] = [1 or ",
+                        heads, ", ", nq, ", ", nkv, "], got shape ", shape_str(b));
     } else {  // relative-position table [T, Hb] + index [Nq, Nkv]
       const at::Tensor& idx = *bias_index;
       same_device(idx, "bias_index");
-      TORCH_CHECK_VALUE(b.dim() == 2 && b.size(0) > 0 && heads_ok(b.size(1)), op,
+      const bool table_ok = b.dim() == 2 && b.size(0) > 0 && heads_ok(b.size(1));
+      TORCH_CHECK_VALUE(table_ok, op,
                         ": a relative-position attn_bias must be a table [T, 1 or H] = [T, 1 or ",
                         heads, "] (timm's relative_position_bias_table), got shape ", shape_str(b));
       TORCH_CHECK_TYPE(idx.scalar_type() == at::kInt || idx.scalar_type() == at::kLong, op,
@@ -297,18 +290,7 @@ Extras prepare_extras(const char* op, const at::Tensor& q, const at::Tensor& k,
       TORCH_CHECK_VALUE(idx.dim() == 2 && idx.size(0) == nq && idx.size(1) == nkv, op,
                         ": bias_index must be [Nq, Nkv] = [", nq, ", ", nkv, "], got shape ",
                         shape_str(idx));
-      e.bias_q16 = bias_in_q16(op, b, on_cuda);
-      e.index32 = idx.to(at::kInt).contiguous();
-      e.bias.kind = qflash::BiasKind::relative_table;
-      e.bias.heads = b.size(1);
-      e.bias.index = e.index32.data_ptr<std::int32_t>();
-      e.bias.table_size = b.size(0);
-      e.bias.stride_head = 1;
-      e.bias.stride_entry = b.size(1);
     }
-    e.bias.values = e.bias_q16.data_ptr<std::int32_t>();
-    e.bias.rows = nq;
-    e.bias.cols = nkv;
   }
   if (mask.has_value()) {
     const at::Tensor& m = *mask;
@@ -324,10 +306,42 @@ Extras prepare_extras(const char* op, const at::Tensor& q, const at::Tensor& k,
     const std::int64_t windows = m.dim() == 2 ? 1 : m.size(0);
     TORCH_CHECK_VALUE(batch % windows == 0, op, ": attn_mask has ", windows,
                       " windows but B = ", batch,
-                      " is not a multiple of it (batch element z uses "
-                      "window z % W)");
+                      " is not a multiple of it (batch element z uses window z % W)");
+  }
+}
+
+/// The checked bias and mask converted to what the kernel reads (on the current device), with
+/// the tensors that own the converted data.
+Extras prepare_extras(const char* op, const at::Tensor& q, const std::optional<at::Tensor>& bias,
+                      const std::optional<at::Tensor>& bias_index,
+                      const std::optional<at::Tensor>& mask, bool on_cuda) {
+  Extras e;
+  const std::int64_t nq = q.size(2);
+  if (bias.has_value()) {
+    const at::Tensor& b = *bias;
+    e.bias_q16 = bias_in_q16(op, b, on_cuda);
+    if (!bias_index.has_value()) {  // dense
+      e.bias.kind = qflash::BiasKind::dense;
+      e.bias.heads = b.dim() == 2 ? 1 : b.size(0);
+      e.bias.cols = b.size(b.dim() - 1);
+    } else {
+      e.index32 = bias_index->to(at::kInt).contiguous();
+      e.bias.kind = qflash::BiasKind::relative_table;
+      e.bias.heads = b.size(1);
+      e.bias.index = e.index32.data_ptr<std::int32_t>();
+      e.bias.table_size = b.size(0);
+      e.bias.stride_head = 1;
+      e.bias.stride_entry = b.size(1);
+      e.bias.cols = bias_index->size(1);
+    }
+    e.bias.values = e.bias_q16.data_ptr<std::int32_t>();
+    e.bias.rows = nq;
+  }
+  if (mask.has_value()) {
+    const at::Tensor& m = *mask;
     e.mask8 = m.to(at::kByte).contiguous();
-    e.mask = qflash::AttentionMask{e.mask8.data_ptr<std::uint8_t>(), windows, nq, nkv};
+    e.mask = qflash::AttentionMask{e.mask8.data_ptr<std::uint8_t>(), m.dim() == 2 ? 1 : m.size(0),
+                                   nq, m.size(m.dim() - 1)};
   }
   return e;
 }
@@ -350,9 +364,10 @@ at::Tensor int8_op(const char* op, bool on_cuda, const at::Tensor& q8, const at:
   const auto params =
       calibrate(op, ops, static_cast<int>(q8.size(3)), q_scale, k_scale, v_scale, softmax_scale);
 
-  std::optional<c10::cuda::CUDAGuard> guard;
-  if (on_cuda) guard.emplace(q8.device());
-  const Extras extras = prepare_extras(op, q8, k8, bias, bias_index, mask, on_cuda);
+  check_extras(op, q8, k8, bias, bias_index, mask);
+  c10::cuda::OptionalCUDAGuard guard;
+  if (on_cuda) guard.set_device(q8.device());
+  const Extras extras = prepare_extras(op, q8, bias, bias_index, mask, on_cuda);
   at::Tensor out = at::empty(q8.sizes(), q8.options().dtype(out_dtype));
   const std::int64_t out_strides[4] = {out.stride(0), out.stride(1), out.stride(2), out.stride(3)};
   const qflash::AttentionProblem problem{view4<std::int8_t>(q8), view4<std::int8_t>(k8),
@@ -412,8 +427,9 @@ at::Tensor attention_half_cuda(const at::Tensor& q_in, const at::Tensor& k_in,
   const at::Tensor q = q_in.to(at::kHalf), k = k_in.to(at::kHalf), v = v_in.to(at::kHalf);
   const qi::Ops& ops = qi::ops(p, qi::OutputType::f16);
 
+  check_extras(op, q, k, bias, bias_index, mask);
   const c10::cuda::CUDAGuard guard(q.device());
-  const Extras extras = prepare_extras(op, q, k, bias, bias_index, mask, true);
+  const Extras extras = prepare_extras(op, q, bias, bias_index, mask, true);
   cudaStream_t stream = at::cuda::getCurrentCUDAStream(q.device().index()).stream();
   at::Tensor out = at::empty(q.sizes(), q.options().dtype(at::kHalf));
 

@@ -90,8 +90,47 @@ def relative_position_bias(table, index):
     return RelativePositionBias(table, index.to(torch.int32).contiguous())
 
 
+def _check_extras(op, q, k, bias, index, mask):
+    """The checks of the C++ op's check_extras, raised from Python (same messages)."""
+    b, h, nq, nkv = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+    for name, t in (("attn_bias", bias), ("bias_index", index), ("attn_mask", mask)):
+        if t is not None and t.device != q.device:
+            raise ValueError(f"{op}: {name} must be on {q.device} (the device of the inputs), got "
+                             f"{t.device}")
+    if bias is not None:
+        if bias.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.int32):
+            raise TypeError(f"{op}: attn_bias must be float32, float16 or bfloat16 (nats, added to "
+                            f"the scaled logits) or int32 (Q16 octaves), got {bias.dtype}")
+        shape = list(bias.shape)
+        if index is None:
+            if not (shape == [nq, nkv] or (len(shape) == 3 and shape[0] in (1, h)
+                                           and shape[1:] == [nq, nkv])):
+                raise ValueError(f"{op}: attn_bias must be [Nq, Nkv] or [1 or H, Nq, Nkv] = "
+                                 f"[1 or {h}, {nq}, {nkv}], got shape {shape}")
+        else:
+            if not (len(shape) == 2 and shape[0] > 0 and shape[1] in (1, h)):
+                raise ValueError(f"{op}: a relative-position attn_bias must be a table [T, 1 or H]"
+                                 f" = [T, 1 or {h}] (timm's relative_position_bias_table), got "
+                                 f"shape {shape}")
+            if index.dtype not in (torch.int32, torch.int64):
+                raise TypeError(f"{op}: bias_index must be int32 or int64, got {index.dtype}")
+            if list(index.shape) != [nq, nkv]:
+                raise ValueError(f"{op}: bias_index must be [Nq, Nkv] = [{nq}, {nkv}], got shape "
+                                 f"{list(index.shape)}")
+    if mask is not None:
+        shape = list(mask.shape)
+        if not (shape == [nq, nkv] or (len(shape) == 3 and shape[0] > 0
+                                       and shape[1:] == [nq, nkv])):
+            raise ValueError(f"{op}: attn_mask must be [Nq, Nkv] or [W, Nq, Nkv] with Nq = {nq}, "
+                             f"Nkv = {nkv}, got shape {shape}")
+        windows = 1 if len(shape) == 2 else shape[0]
+        if b % windows != 0:
+            raise ValueError(f"{op}: attn_mask has {windows} windows but B = {b} is not a "
+                             "multiple of it (batch element z uses window z % W)")
+
+
 def _extras(op, attn_bias, attn_mask):
-    """(bias, bias_index, mask) op arguments; the op checks shapes, dtypes and devices."""
+    """(bias, bias_index, mask) op arguments, type-checked; _check_extras checks the rest."""
     bias = index = None
     if isinstance(attn_bias, RelativePositionBias):
         bias, index = attn_bias.table, attn_bias.index
@@ -224,6 +263,7 @@ def _int8_call(op, opname, device_type, q8, k8, v8, q_scale, k_scale, v_scale, p
     _check_calibration(op, preset, out_dtype, q8.shape[3], q_scale, k_scale, v_scale,
                        softmax_scale)
     bias, index, mask = _extras(op, attn_bias, attn_mask)
+    _check_extras(op, q8, k8, bias, index, mask)
     return getattr(torch.ops.qflash, opname).default(
         q8, k8, v8, float(q_scale), float(k_scale), float(v_scale), preset=preset,
         out_dtype=out_dtype, softmax_scale=None if softmax_scale is None else float(softmax_scale),
@@ -257,6 +297,7 @@ def attention(q, k, v, *, preset="precise", attn_bias=None, attn_mask=None,
     _check_qkv(op, {"q": q, "k": k, "v": v}, q.dtype if isinstance(q, torch.Tensor) else None,
                "cuda")
     bias, index, mask = _extras(op, attn_bias, attn_mask)
+    _check_extras(op, q, k, bias, index, mask)
     return torch.ops.qflash.attention.default(q, k, v, preset=preset, out_dtype=out_dtype,
                                               bias=bias, bias_index=index, mask=mask)
 

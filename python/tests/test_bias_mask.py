@@ -116,7 +116,8 @@ def test_int8_bias_mask_bit_exact_vs_reference(preset, kind):
     o16 = qflash.reference_int8(q8, k8, v8, Q_SCALE, K_SCALE, V_SCALE, preset=preset,
                                 out_dtype=torch.int16, attn_bias=bias, attn_mask=mask)
     sq = _sqnr_db(exact, o16.double() * qflash.default_output_scale(V_SCALE, torch.int16))
-    assert sq >= (20.0 if preset == "paper" else 30.0), (preset, kind, sq)
+    # host run, 2026-12-05: Paper 37.3-38.5 dB, Fast 50.2-52.0, Precise(Cubic) 52.7-54.7
+    assert sq >= (33.0 if preset == "paper" else 45.0), (preset, kind, sq)
 
 
 @pytest.mark.parametrize("kind", ["dense-heads", "swin", "swin-one-head"])
@@ -242,6 +243,18 @@ ERROR_CASES = [
 
 @pytest.mark.parametrize("case", ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
 def test_bias_mask_errors(case):
+    _, fn, exc, pattern = case
+    with pytest.raises(exc, match=pattern):
+        fn()
+
+
+OP_ERROR_CASES = [c for c in ERROR_CASES if c[0] != "bias-type"]  # the rest reach the op
+
+
+@pytest.mark.parametrize("case", OP_ERROR_CASES, ids=[c[0] for c in OP_ERROR_CASES])
+def test_bias_mask_errors_from_the_op_itself(case, monkeypatch):
+    """The C++ op checks the same things for direct torch.ops.qflash calls."""
+    monkeypatch.setattr(qflash, "_check_extras", lambda *a: None)
     _, fn, exc, pattern = case
     with pytest.raises(exc, match=pattern):
         fn()
