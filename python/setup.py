@@ -3,7 +3,7 @@
 
 Install (CUDA toolkit + PyTorch present, no network needed), from the repository root:
 
-    pip install --no-build-isolation ./python
+    python3 -m pip install --no-build-isolation ./python
 
 The extension compiles the project's precompiled kernel instances (../instances/*.cu, 4
 presets x 4 output types x 5 head dims) and python/csrc/*. The CUDA architecture defaults to
@@ -35,7 +35,7 @@ def instance_sources():
     if not sources:
         raise RuntimeError(
             f"qflash: no kernel instances in {inst_dir}; build from a qflash checkout with "
-            "`pip install --no-build-isolation ./python` (in-tree build)")
+            "`python3 -m pip install --no-build-isolation ./python` (in-tree build)")
     gen_dir = os.path.join(HERE, "build", "qflash_instances")
     os.makedirs(gen_dir, exist_ok=True)
     out = []

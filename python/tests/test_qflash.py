@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Tests of the qflash torch extension. Run from the repository root after installing:
 
-    pip install --no-build-isolation ./python
+    python3 -m pip install --no-build-isolation ./python
     python3 -m pytest -q python/tests
 
 Every test needs a CUDA device and is skipped without one.

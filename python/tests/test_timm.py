@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Tests of qflash.timm (qflash inside timm models). Run from the repository root after installing:
 
-    pip install --no-build-isolation ./python
+    python3 -m pip install --no-build-isolation ./python
     python3 -m pytest -q python/tests/test_timm.py
 
 Skipped without a CUDA device or without timm. The models are timm's vit_small_patch16_224 and
