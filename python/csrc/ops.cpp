@@ -39,7 +39,22 @@ namespace {
 using qflash::Status;
 namespace qi = qflash::instances;
 
-std::string shape_str(const at::Tensor& t) { return c10::str(t.sizes()); }
+// Error messages format numbers with std::to_string / snprintf, never by streaming them into
+// TORCH_CHECK: on the GPU image's toolchain (H100 machine, 2026-12-05) streaming an int64 into
+// the message of a failing check inside this extension ended the process with a segfault, while
+// checks whose messages held only strings and devices raised normally.
+std::string num(std::int64_t x) { return std::to_string(x); }
+std::string num(double x) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.9g", x);
+  return buf;
+}
+std::string dims(c10::IntArrayRef v) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+std::string shape_str(const at::Tensor& t) { return dims(t.sizes()); }
 
 /// torch's Python name of a dtype ("torch.int8"), for messages.
 std::string dtype_name(at::ScalarType t) {
@@ -132,8 +147,8 @@ void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const a
                     op, ": shape mismatch: ", names[0], " ", shape_str(q), ", ", names[1], " ",
                     shape_str(k), ", ", names[2], " ", shape_str(v), " (need ", names[0],
                     " [B, H, Nq, D] and ", names[1], ", ", names[2], " [B, H, Nkv, D])");
-  TORCH_CHECK_VALUE(supported_head_dim(q.size(3)), op, ": unsupported head dim D = ", q.size(3),
-                    " (use 32, 64, 80, 96 or 128)");
+  TORCH_CHECK_VALUE(supported_head_dim(q.size(3)), op,
+                    ": unsupported head dim D = ", num(q.size(3)), " (use 32, 64, 80, 96 or 128)");
 }
 
 /// The strides the CUDA kernel needs: unit stride along D, 16-element multiples elsewhere (dims
@@ -141,12 +156,12 @@ void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const a
 void check_kernel_layout(const char* op, const char* name, const at::Tensor& t) {
   TORCH_CHECK_VALUE(t.stride(3) == 1, op, ": ", name,
                     " needs unit stride along D (the last dim) for the CUDA kernel, got strides ",
-                    t.strides());
+                    dims(t.strides()));
   for (int d = 0; d < 3; ++d) {
     TORCH_CHECK_VALUE(t.size(d) == 1 || (t.stride(d) >= 0 && t.stride(d) % 16 == 0), op, ": ", name,
                       " needs its B, H and N strides to be non-negative multiples of 16 elements "
                       "for the CUDA kernel, got strides ",
-                      t.strides());
+                      dims(t.strides()));
   }
   TORCH_CHECK_VALUE(reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 16 == 0, op, ": ", name,
                     " data pointer is not 16-byte aligned (needed by the CUDA kernel)");
@@ -171,7 +186,7 @@ qflash::Tensor4<const T> view4(const at::Tensor& t) {
 float check_scale(const char* op, const char* name, double value) {
   const auto f = static_cast<float>(value);
   TORCH_CHECK_VALUE(std::isfinite(value) && value > 0.0 && std::isfinite(f) && f > 0.0f, op, ": ",
-                    name, " must be a positive finite float, got ", value);
+                    name, " must be a positive finite float, got ", num(value));
   return f;
 }
 
@@ -208,16 +223,16 @@ std::vector<std::max_align_t> calibrate(const char* op, const qi::Ops& ops, int 
   if (softmax_scale.has_value()) {
     sm = *softmax_scale;
     TORCH_CHECK_VALUE(std::isfinite(sm) && sm > 0.0, op,
-                      ": softmax_scale must be a positive finite float or None, got ", sm);
+                      ": softmax_scale must be a positive finite float or None, got ", num(sm));
   }
   std::vector<std::max_align_t> params((ops.params_size + sizeof(std::max_align_t) - 1) /
                                        sizeof(std::max_align_t));
   qflash::QuantScales scales{{&qs, 1}, {&ks, 1}, {&vs, 1}};
   scales.softmax_scale = sm;
   const Status s = ops.calibrate(scales, head_dim, params.data(), 1);
-  TORCH_CHECK_VALUE(s == Status::ok, op, ": calibration rejected the scales (q_scale ", q_scale,
-                    ", k_scale ", k_scale, ", v_scale ", v_scale, ", D ", head_dim,
-                    "): ", status_message(s));
+  TORCH_CHECK_VALUE(s == Status::ok, op, ": calibration rejected the scales (q_scale ",
+                    num(q_scale), ", k_scale ", num(k_scale), ", v_scale ", num(v_scale), ", D ",
+                    num(std::int64_t{head_dim}), "): ", status_message(s));
   return params;
 }
 
@@ -277,19 +292,19 @@ void check_extras(const char* op, const at::Tensor& q, const at::Tensor& k,
           (b.dim() == 2 && b.size(0) == nq && b.size(1) == nkv) ||
           (b.dim() == 3 && heads_ok(b.size(0)) && b.size(1) == nq && b.size(2) == nkv);
       TORCH_CHECK_VALUE(dense_ok, op, ": attn_bias must be [Nq, Nkv] or [1 or H, Nq, Nkv] = [1 or ",
-                        heads, ", ", nq, ", ", nkv, "], got shape ", shape_str(b));
+                        num(heads), ", ", num(nq), ", ", num(nkv), "], got shape ", shape_str(b));
     } else {  // relative-position table [T, Hb] + index [Nq, Nkv]
       const at::Tensor& idx = *bias_index;
       same_device(idx, "bias_index");
       const bool table_ok = b.dim() == 2 && b.size(0) > 0 && heads_ok(b.size(1));
-      TORCH_CHECK_VALUE(table_ok, op,
-                        ": a relative-position attn_bias must be a table [T, 1 or H] = [T, 1 or ",
-                        heads, "] (timm's relative_position_bias_table), got shape ", shape_str(b));
+      TORCH_CHECK_VALUE(
+          table_ok, op, ": a relative-position attn_bias must be a table [T, 1 or H] = [T, 1 or ",
+          num(heads), "] (timm's relative_position_bias_table), got shape ", shape_str(b));
       TORCH_CHECK_TYPE(idx.scalar_type() == at::kInt || idx.scalar_type() == at::kLong, op,
                        ": bias_index must be int32 or int64, got ", dtype_name(idx.scalar_type()));
       TORCH_CHECK_VALUE(idx.dim() == 2 && idx.size(0) == nq && idx.size(1) == nkv, op,
-                        ": bias_index must be [Nq, Nkv] = [", nq, ", ", nkv, "], got shape ",
-                        shape_str(idx));
+                        ": bias_index must be [Nq, Nkv] = [", num(nq), ", ", num(nkv),
+                        "], got shape ", shape_str(idx));
     }
   }
   if (mask.has_value()) {
@@ -301,11 +316,12 @@ void check_extras(const char* op, const at::Tensor& q, const at::Tensor& k,
                      dtype_name(m.scalar_type()));
     const bool shape_ok = (m.dim() == 2 && m.size(0) == nq && m.size(1) == nkv) ||
                           (m.dim() == 3 && m.size(0) > 0 && m.size(1) == nq && m.size(2) == nkv);
-    TORCH_CHECK_VALUE(shape_ok, op, ": attn_mask must be [Nq, Nkv] or [W, Nq, Nkv] with Nq = ", nq,
-                      ", Nkv = ", nkv, ", got shape ", shape_str(m));
+    TORCH_CHECK_VALUE(shape_ok, op,
+                      ": attn_mask must be [Nq, Nkv] or [W, Nq, Nkv] with Nq = ", num(nq),
+                      ", Nkv = ", num(nkv), ", got shape ", shape_str(m));
     const std::int64_t windows = m.dim() == 2 ? 1 : m.size(0);
-    TORCH_CHECK_VALUE(batch % windows == 0, op, ": attn_mask has ", windows,
-                      " windows but B = ", batch,
+    TORCH_CHECK_VALUE(batch % windows == 0, op, ": attn_mask has ", num(windows),
+                      " windows but B = ", num(batch),
                       " is not a multiple of it (batch element z uses window z % W)");
   }
 }

@@ -220,8 +220,9 @@ def _vit_forward(self, x, attn_mask=None, is_causal=False):
 def _visible(self, mask):
     """timm's shifted-window mask (float [nW, N, N], 0 = visible, -100 = hidden) as qflash's bool
     mask. In eager mode each new mask tensor is checked once for other values (one host sync)."""
-    capturing = mask.is_cuda and torch.cuda.is_current_stream_capturing()
-    if not (torch.compiler.is_compiling() or capturing):
+    if torch.compiler.is_compiling():  # nothing below may be traced (a bool, a host sync)
+        return mask == 0
+    if not (mask.is_cuda and torch.cuda.is_current_stream_capturing()):
         key = (mask.data_ptr(), mask._version, tuple(mask.shape), mask.device)
         if self._qflash_mask_checked != key:
             if not bool(((mask == 0) | (mask <= _SWIN_MASK_HIDDEN)).all()):
