@@ -52,6 +52,20 @@ def _fp32_matmul():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
+def _capture(model, x):
+    """(CUDA graph of model(x), its output tensor), after a warm-up on a side stream."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up outside the capture
+        for _ in range(2):
+            model(x)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = model(x)
+    return graph, out
+
+
 def _attention_names(model):
     from timm.models.vision_transformer import Attention
     return [n for n, m in model.named_modules() if isinstance(m, Attention)]
@@ -194,15 +208,7 @@ def test_cuda_graph_replay_equals_eager(vit, static):
             qt.calibrate(model, batches[:2])
         x = batches[0].clone()
         with torch.no_grad():
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # warm-up outside the capture
-                for _ in range(2):
-                    model(x)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                out = model(x)
+            graph, out = _capture(model, x)
             for b in batches[1:]:  # new input written in place, then replay
                 x.copy_(b)
                 graph.replay()
@@ -297,15 +303,7 @@ def test_swin_compile_and_graph_replay_equal_eager(swin):
             traced = torch.compile(model, fullgraph=True, backend="eager")
             assert torch.equal(traced(x), eager)
             torch._dynamo.reset()
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    model(x)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                out = model(x)
+            graph, out = _capture(model, x)
             x.copy_(batches[1])
             graph.replay()
             torch.cuda.synchronize()
