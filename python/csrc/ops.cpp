@@ -440,10 +440,10 @@ at::Tensor attention_half_cuda(const at::Tensor& q_in, const at::Tensor& k_in,
   check_qkv(op, q_in, k_in, v_in, in_dtype, true, {"q", "k", "v"});
   // The quantize pass reads binary16: other float types are rounded to it first (one extra pass;
   // magnitudes beyond 65504 become inf, which the device calibration rejects -> NaN output).
+  check_extras(op, q_in, k_in, bias, bias_index, mask);  // shapes only: before any device work
   const at::Tensor q = q_in.to(at::kHalf), k = k_in.to(at::kHalf), v = v_in.to(at::kHalf);
   const qi::Ops& ops = qi::ops(p, qi::OutputType::f16);
 
-  check_extras(op, q, k, bias, bias_index, mask);
   const c10::cuda::CUDAGuard guard(q.device());
   const Extras extras = prepare_extras(op, q, bias, bias_index, mask, true);
   cudaStream_t stream = at::cuda::getCurrentCUDAStream(q.device().index()).stream();

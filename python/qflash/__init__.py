@@ -118,6 +118,10 @@ def _check_extras(op, q, k, bias, index, mask):
                 raise ValueError(f"{op}: bias_index must be [Nq, Nkv] = [{nq}, {nkv}], got shape "
                                  f"{list(index.shape)}")
     if mask is not None:
+        if mask.dtype not in (torch.bool, torch.uint8):
+            raise TypeError(f"{op}: attn_mask must be torch.bool or torch.uint8 (True / nonzero = "
+                            f"the key is visible), got {mask.dtype}; an additive float mask "
+                            "belongs in attn_bias")
         shape = list(mask.shape)
         if not (shape == [nq, nkv] or (len(shape) == 3 and shape[0] > 0
                                        and shape[1:] == [nq, nkv])):
@@ -145,9 +149,6 @@ def _extras(op, attn_bias, attn_mask):
     if attn_mask is not None and not isinstance(attn_mask, torch.Tensor):
         raise TypeError(f"{op}: attn_mask must be None or a bool Tensor, got "
                         f"{type(attn_mask).__name__}")
-    if attn_mask is not None and attn_mask.dtype not in (torch.bool, torch.uint8):
-        raise TypeError(f"{op}: attn_mask must be torch.bool (True = visible), got "
-                        f"{attn_mask.dtype}; an additive float mask belongs in attn_bias")
     return bias, index, attn_mask
 
 

@@ -23,9 +23,9 @@ patch(model, *, preset="precise", scales=None, int_out_dtype=torch.int16, strict
 
     Swin `timm.models.swin_transformer.WindowAttention` modules are patched too: q, k, v from
     timm's qkv Linear, the learned relative_position_bias_table passed as a
-    qflash.RelativePositionBias (never expanded; its index map is checked once, at patch time,
-    and kept as a non-persistent buffer `_qflash_rel_index`), and the shifted-window mask that
-    timm passes (0 = visible, -100 = hidden, [nW, N, N]) as a bool mask (mask == 0). A -100 bias
+    qflash.RelativePositionBias (never expanded; the module's own relative_position_index is read
+    on every call, its range checked once at patch time), and the shifted-window mask that timm
+    passes (0 = visible, -100 = hidden, [nW, N, N]) as a bool mask (mask == 0). A -100 bias
     and a hidden key differ by exp(-100) ~ 4e-44 of a weight; any other mask value raises
     ValueError (checked in eager mode, once per mask tensor).
 
@@ -33,7 +33,7 @@ patch(model, *, preset="precise", scales=None, int_out_dtype=torch.int16, strict
       * Attention / WindowAttention subclasses that override forward, and head dims qflash has
         no kernel for (it supports 32, 64, 80, 96 and 128).
     A patched module called with an attention mask or is_causal=True raises NotImplementedError
-    (qflash has no mask support). The qflash ops have no backward: patched models are for
+    (qflash.timm does not map ViT attention masks). The qflash ops have no backward: patched models are for
     inference (no attention dropout is applied).
 
 calibrate(model, batches, *, int_out_dtype=None)
@@ -195,7 +195,7 @@ def _vit_forward(self, x, attn_mask=None, is_causal=False):
     if attn_mask is not None or is_causal:
         raise NotImplementedError(
             "qflash.timm: a patched Attention got an attention mask or is_causal=True; qflash has "
-            "no mask support (qflash.timm.unpatch the model for masked attention)")
+            "does not map ViT attention masks (qflash.timm.unpatch the model for masked attention)")
     B, N, _ = x.shape
     gate = self.gate(x).sigmoid() if getattr(self, "gate", None) is not None else None
     qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, _head_dim(self)).permute(2, 0, 3, 1, 4)
@@ -240,10 +240,13 @@ def _swin_forward(self, x, mask=None):
     qkv = self.qkv(x).reshape(B_, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
     table = self.relative_position_bias_table.detach()
-    bias = qflash.RelativePositionBias(table, self._qflash_rel_index)
+    # timm's live index (set_window_size may replace it), [N, N]; its range was checked at patch
+    # time, and the op converts int64 to int32 on the device
+    index = self.relative_position_index.view(N, N)
+    bias = qflash.RelativePositionBias(table, index)
 
     def float_bias(dtype):  # timm's own float attn_mask, for calibration
-        b = table[self._qflash_rel_index.long()].permute(2, 0, 1).unsqueeze(0)  # [1, H, N, N]
+        b = table[index.long()].permute(2, 0, 1).unsqueeze(0)  # [1, H, N, N]
         if mask is None:
             return b.to(dtype)
         nw = mask.shape[0]
@@ -323,10 +326,10 @@ def patch(model, *, preset="precise", scales=None, int_out_dtype=torch.int16, st
             if _is_window(m, window_cls):
                 idx = m.relative_position_index
                 n = math.isqrt(idx.numel())
-                rel = qflash.relative_position_bias(m.relative_position_bias_table.detach(),
-                                                    idx.reshape(n, n))
-                # a buffer, so that model.to(device) moves it with the table
-                m.register_buffer("_qflash_rel_index", rel.index, persistent=False)
+                # checks the index against the table once (one host sync); forward reads timm's
+                # own index and table on every call
+                qflash.relative_position_bias(m.relative_position_bias_table.detach(),
+                                              idx.reshape(n, n))
                 m._qflash_mask_checked = None
                 m.forward = types.MethodType(_swin_forward, m)
             else:
@@ -351,7 +354,7 @@ def unpatch(model):
         if own is not None:
             m.forward = own
         for attr in ("_qflash_patched", "_qflash_own_forward", "_qflash_scales", "_qflash_calib",
-                     "_qflash_preset", "_qflash_int_out_dtype", "_qflash_rel_index",
+                     "_qflash_preset", "_qflash_int_out_dtype",
                      "_qflash_mask_checked"):
             if hasattr(m, attr):
                 delattr(m, attr)

@@ -248,13 +248,19 @@ def test_bias_mask_errors(case):
         fn()
 
 
-OP_ERROR_CASES = [c[0] for c in ERROR_CASES if c[0] != "bias-type"]  # the rest reach the op
+OP_ERROR_CASES = [c[0] for c in ERROR_CASES if c[0] != "bias-type"]  # a list: no op argument
 
 _OP_CHILD = r"""
 import sys, torch, qflash
 sys.path.insert(0, {tests!r})
 import test_bias_mask as T
-qflash._check_extras = lambda *a: None          # skip the Python checks: the C++ op must raise
+# skip every Python check of bias and mask: the C++ op itself must raise
+qflash._check_extras = lambda *a: None
+def _split(op, attn_bias, attn_mask):
+    if isinstance(attn_bias, qflash.RelativePositionBias):
+        return attn_bias.table, attn_bias.index, attn_mask
+    return attn_bias, None, attn_mask
+qflash._extras = _split
 name, fn, exc, pattern = next(c for c in T.ERROR_CASES if c[0] == {case!r})
 try:
     fn()
@@ -276,4 +282,39 @@ def test_bias_mask_errors_from_the_op_itself(case):
     child = _OP_CHILD.format(tests=os.path.dirname(os.path.abspath(__file__)), case=case)
     r = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, f"exit {r.returncode}: {r.stdout[-500:]} {r.stderr[-1500:]}"
-    assert "RAISED" in r.stdout and " True " in r.stdout, r.stdout
+    exc = next(c[2] for c in ERROR_CASES if c[0] == case)
+    assert r.stdout.split()[:3] == ["RAISED", exc.__name__, "True"], r.stdout
+
+
+@pytest.mark.parametrize("kind", ["dense-f16-cross", "table-noncontiguous-cross"])
+def test_cross_attention_layouts(kind):
+    """Nq != Nkv, an fp16 dense bias, a non-contiguous table, a uint8 mask: the layouts the
+    bit-exact tests above (Nq == Nkv, contiguous) cannot tell apart, checked against exact
+    attention on the same codes."""
+    b, h, nq, nkv, d = 2, 3, 40, 72, 32
+    gen = torch.Generator().manual_seed(sum(map(ord, kind)))
+    q8 = _codes((b, h, nq, d), gen)
+    k8, v8 = _codes((b, h, nkv, d), gen), _codes((b, h, nkv, d), gen)
+    mask = (torch.rand((b, nq, nkv), generator=gen) < 0.6).to(torch.uint8)  # window z = batch z
+    mask[:, :, 0] = 1  # every query sees a key
+    if kind == "dense-f16-cross":
+        bias = (torch.randn((h, nq, nkv), generator=gen) * 2).half()
+        dense = bias.double()
+    else:
+        table = (torch.randn((h, 50), generator=gen) * 2).t()  # [50, H], not contiguous
+        assert not table.is_contiguous()
+        index = torch.randint(0, 50, (nq, nkv), generator=gen)
+        bias = qflash.relative_position_bias(table, index)
+        dense = table.double()[index].permute(2, 0, 1)
+    exact = F.scaled_dot_product_attention(
+        q8.double() * Q_SCALE, k8.double() * K_SCALE, v8.double() * V_SCALE,
+        attn_mask=dense.expand(b, h, nq, nkv).masked_fill(~mask.bool()[:, None], -math.inf))
+    for preset in PRESETS:
+        ref = qflash.reference_int8(q8, k8, v8, Q_SCALE, K_SCALE, V_SCALE, preset=preset,
+                                    out_dtype=torch.int16, attn_bias=bias, attn_mask=mask)
+        got = qflash.attention_int8(q8.cuda(), k8.cuda(), v8.cuda(), Q_SCALE, K_SCALE, V_SCALE,
+                                    preset=preset, out_dtype=torch.int16,
+                                    attn_bias=_to(bias, "cuda"), attn_mask=mask.cuda())
+        assert torch.equal(got.cpu(), ref), (kind, preset)
+        sq = _sqnr_db(exact, ref.double() * qflash.default_output_scale(V_SCALE, torch.int16))
+        assert sq >= (33.0 if preset == "paper" else 45.0), (kind, preset, sq)

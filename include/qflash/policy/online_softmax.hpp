@@ -175,6 +175,8 @@ struct OnlineSoftmax {
 template <class Exp>
 struct FrameSoftmax {
   static_assert(Exp::sum_bits >= 1 && Exp::sum_bits <= 8, "FrameSoftmax: sum_bits in [1, 8]");
+  static_assert(Exp::rescale_q30(0, typename Exp::Params{}) == kOneQ30,
+                "FrameSoftmax: frame_move's identity needs rescale_q30(0) == 2^30 exactly");
   using exp_policy = Exp;
   static constexpr MaxMode max_mode = MaxMode::running;  ///< P depends on the row state
   static constexpr std::int64_t max_keys = (std::int64_t{1} << 23) / Exp::pmax;
