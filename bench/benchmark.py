@@ -12,6 +12,9 @@ part of the run-to-run spread). Rows:
   qflash-<preset>-<out>               our kernel alone on int8 Q/K/V (inputs already quantized)
   qflash-<preset>-f16-e2e             fp16 in -> device quantize + calibrate -> kernel -> fp16 out
   qflash-official                     the released QFlash Triton kernel, if --official is given
+  floor-read-qkv                      torch's amax over the fp16 q, k, v (one read of each, no
+                                      write): the memory floor that issue 12's fp16 -> fp16
+                                      target counts in (e2e <= kernel + 2 x this)
 SQNR is against float64 attention on the same fp16 inputs. With --energy, each row also gets the
 GPU's energy per call in mJ: NVML's total-energy counter (nvmlDeviceGetTotalEnergyConsumption,
 read through ctypes from libnvidia-ml) over back-to-back calls for about 0.5 s, divided by the
@@ -200,6 +203,9 @@ def run_workload(lib, name, z, h, n, d, batch, args, rows, official):
                 add(label, bench(sdpa), out, fn=sdpa)
         except RuntimeError as err:
             print(f"{label}: unavailable ({err})".splitlines()[0])
+
+    read_qkv = lambda: qkv.amax()  # noqa: E731
+    add("floor-read-qkv", bench(read_qkv), fn=read_qkv)
 
     q8, sq = quantize(q)
     k8, sk = quantize(k)

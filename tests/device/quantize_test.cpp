@@ -105,6 +105,105 @@ TEST_CASE("device quantize + calibrate == host quantize + calibrate", "[gpu][qua
   }
 }
 
+// The quantize pass walks the (z, n) rows of each head in blocks, with 16-byte loads and 8-byte
+// stores where the views allow and element by element where they do not; every layout must give
+// the host helpers' codes and scales. D = 32: 512 rows per block, so each head of Q (Z * N =
+// 2000 rows) spans four blocks and K, V (600 rows) two, and blocks cross from z = 0 into z = 1;
+// one Q element is NaN (amax ignores it, its code is 0).
+TEST_CASE("device quantize: vectorized and element-wise layouts, row blocks == host helpers",
+          "[gpu][quantize]") {
+  std::mt19937 rng(23);
+  const std::int64_t z = 2, h = 3, nq = 1000, nkv = 300, d = 32;
+  HalfTensor q = random_half(z, h, nq, d, rng, -1);
+  q.bits[12345] = 0x7e00;  // NaN
+  q.values[12345] = half_bits_to_float(0x7e00);
+  const HalfTensor k = random_half(z, h, nkv, d, rng, -1);
+  const HalfTensor v = random_half(z, h, nkv, d, rng, 2);  // head 2 all zero: scale 1
+
+  struct Layout {
+    const char* name;
+    std::int64_t element_offset;  // of the input's first element in its buffer
+    std::int64_t output_offset;   // of the int8 output's first element in its buffer
+    bool bnhd;                    // [Z, N, H, D] memory order, seen as a BHND view
+    std::int64_t d_stride;        // 2: every other element along D
+  };
+  const Layout layouts[] = {{"contiguous BHND (vectorized)", 0, 0, false, 1},
+                            {"BNHD view (vectorized)", 0, 0, true, 1},
+                            {"input misaligned by one element", 1, 0, false, 1},
+                            {"output misaligned by one byte", 0, 1, false, 1},
+                            {"D stride 2", 0, 0, false, 2}};
+  for (const Layout& layout : layouts) {
+    // Device copies of q, k, v in this layout; host values stay logical BHND.
+    const auto place = [&](const HalfTensor& t, std::vector<std::uint16_t>& memory) {
+      const std::int64_t ds = layout.d_stride;
+      const std::int64_t sd = ds, ss = layout.bnhd ? t.h * t.d * ds : t.d * ds,
+                         sh = layout.bnhd ? t.d * ds : t.n * t.d * ds, sb = t.h * t.n * t.d * ds;
+      memory.assign(static_cast<std::size_t>(layout.element_offset + t.z * sb), 0x7c00);  // +inf
+      for (std::int64_t b = 0; b < t.z; ++b)
+        for (std::int64_t hh = 0; hh < t.h; ++hh)
+          for (std::int64_t n = 0; n < t.n; ++n)
+            for (std::int64_t dd = 0; dd < t.d; ++dd)
+              memory[static_cast<std::size_t>(layout.element_offset + b * sb + hh * sh + n * ss +
+                                              dd * sd)] =
+                  t.bits[static_cast<std::size_t>(((b * t.h + hh) * t.n + n) * t.d + dd)];
+      return Tensor4<const std::uint16_t>{nullptr, t.z, t.h, t.n, t.d, sb, sh, ss, sd};
+    };
+    std::vector<std::uint16_t> mq, mk, mv;
+    Tensor4<const std::uint16_t> vq = place(q, mq), vk = place(k, mk), vv = place(v, mv);
+    GpuBuffer<std::uint16_t> dq(mq.size()), dk(mk.size()), dv(mv.size());
+    dq.upload(mq);
+    dk.upload(mk);
+    dv.upload(mv);
+    vq.data = dq.get() + layout.element_offset;
+    vk.data = dk.get() + layout.element_offset;
+    vv.data = dv.get() + layout.element_offset;
+
+    for (const std::int64_t count : {std::int64_t{1}, h}) {
+      INFO(layout.name << ", scale count " << count);
+      const instances::Ops& ops = instances::ops(Preset::precise, OutputType::s8);
+      const auto o = static_cast<std::size_t>(layout.output_offset);
+      GpuBuffer<std::int8_t> q8(o + q.bits.size()), k8(o + k.bits.size()), v8(o + v.bits.size());
+      GpuBuffer<float> scales(3 * static_cast<std::size_t>(count)),
+          amax(3 * static_cast<std::size_t>(count));
+      GpuBuffer<unsigned char> params(ops.params_size * static_cast<std::size_t>(count));
+      GpuBuffer<Status> statuses(static_cast<std::size_t>(count));
+      const instances::HalfPipelineWorkspace ws{q8.get() + o,   k8.get() + o, v8.get() + o,
+                                                scales.get(),   amax.get(),   params.get(),
+                                                statuses.get(), count};
+      REQUIRE(ops.quantize_half(vq, vk, vv, ws, nullptr) == Status::ok);
+
+      std::vector<float> host_scales;
+      std::vector<std::vector<std::int8_t>> host_codes;
+      const HalfTensor* const tensors[] = {&q, &k, &v};
+      for (const HalfTensor* t : tensors) {
+        const auto fview = bhnd<const float>(t->values.data(), t->z, t->h, t->n, t->d);
+        std::vector<float> s;
+        if (count == 1) {
+          s.push_back(reference::symmetric_scale(reference::amax(fview)));
+        } else {
+          for (const float a : reference::amax_per_head(fview))
+            s.push_back(reference::symmetric_scale(a));
+        }
+        std::vector<std::int8_t> codes(o + t->values.size(), 0);
+        REQUIRE(reference::quantize(fview, s, bhnd(codes.data() + o, t->z, t->h, t->n, t->d)) ==
+                Status::ok);
+        host_scales.insert(host_scales.end(), s.begin(), s.end());
+        host_codes.push_back(codes);
+      }
+      CHECK(scales.download() == host_scales);
+      // The codes after the output offset (the byte before it is never written).
+      const auto past_offset = [&](const std::vector<std::int8_t>& codes) {
+        return std::vector<std::int8_t>(codes.begin() + layout.output_offset, codes.end());
+      };
+      const auto codes_q = q8.download();
+      CHECK(past_offset(codes_q) == past_offset(host_codes[0]));
+      CHECK(past_offset(k8.download()) == past_offset(host_codes[1]));
+      CHECK(past_offset(v8.download()) == past_offset(host_codes[2]));
+      CHECK(codes_q[o + 12345] == 0);  // the NaN
+    }
+  }
+}
+
 TEST_CASE("fp16 pipeline on the device == host reference on host-quantized inputs",
           "[gpu][quantize]") {
   std::mt19937 rng(5);

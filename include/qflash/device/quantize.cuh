@@ -20,10 +20,12 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "qflash/attention/problem.hpp"
 #include "qflash/core/concepts.hpp"
+#include "qflash/core/fast_divide.hpp"
 #include "qflash/core/float16.hpp"
 #include "qflash/core/int8_quantize.hpp"
 #include "qflash/core/status.hpp"
@@ -48,67 +50,134 @@ QFLASH_DEVICE void atomic_max_nonneg(float* address, float value) {
   atomicMax(reinterpret_cast<unsigned int*>(address), __float_as_uint(value));
 }
 
+/// Elements per 16-byte load: 8 halves or 4 floats.
+template <class T>
+inline constexpr int kVectorWidth = static_cast<int>(16 / sizeof(T));
+
+/// The three tensors and how the grid covers them. The rows of head h of a tensor are its
+/// (z, n) pairs in z-major order, Z * N of them; block (h * splits + part, t) walks rows
+/// [part * rows_per_block, (part + 1) * rows_per_block) of head h of tensor t (so every block
+/// folds into one scale slot, per tensor or per head, and short sequences share a block), with
+/// 16-byte loads (and kVectorWidth-byte stores) where `vectorized[t]` says the views allow.
 template <class T>
 struct QkvViews {
   Tensor4<const T> in[3];
   Tensor4<std::int8_t> out[3];
+  std::int64_t rows_per_block = 1;  // <= 2^29
+  std::int64_t splits = 1;          // ceil(max(Z * Nq, Z * Nkv) / rows_per_block)
+  FastDivide by_seq[3];             // by N of tensor t (N <= 2^29)
+  bool vectorized[3] = {false, false, false};
 };
 
-/// Calls visit(n, d) for every element of a [N, D] slice, threads mapped to head-dim lanes
-/// (rows_per_pass = blockDim / D rows at a time; D <= 128 < blockDim).
-template <class Visit>
-QFLASH_DEVICE void for_each_slice_element(std::int64_t seq, std::int64_t dim, Visit&& visit) {
-  const auto lanes = static_cast<int>(dim);
-  const int rows_per_pass = static_cast<int>(blockDim.x) / lanes;
+/// This block's share of tensor x: head h, `count` rows from (z0, n0) on (none past Z * N).
+struct BlockRows {
+  std::int64_t h, z0, n0;
+  std::int32_t count;
+};
+
+template <class T>
+QFLASH_DEVICE BlockRows block_rows(const Tensor4<const T>& x, const QkvViews<T>& views) {
+  const std::int64_t h = blockIdx.x / views.splits, part = blockIdx.x % views.splits;
+  const std::int64_t first = part * views.rows_per_block, rows = x.batch * x.seq;
+  const std::int64_t count =
+      first >= rows ? 0
+                    : (rows - first < views.rows_per_block ? rows - first : views.rows_per_block);
+  return {h, first / x.seq, first % x.seq, static_cast<std::int32_t>(count)};
+}
+
+/// Calls visit(z, n, d, values, width) over the block's rows: `width` consecutive elements along
+/// D starting at (z, h, n, d), as floats -- kVectorWidth<T> of them from one 16-byte load when
+/// `vectorized`, else one. Each thread keeps one lane (vector or element) of the row and steps
+/// over rows; consecutive threads take consecutive lanes, so a warp reads contiguous bytes of
+/// contiguous rows (the last blockDim % lanes threads idle).
+template <class T, class Visit>
+QFLASH_DEVICE void for_each_vector(const Tensor4<const T>& x, const BlockRows& rows,
+                                   const FastDivide& by_seq, bool vectorized, Visit&& visit) {
+  constexpr int kWidth = kVectorWidth<T>;
+  const T* head = x.data + rows.h * x.stride_head;
+  const int lanes = vectorized ? static_cast<int>(x.dim) / kWidth : static_cast<int>(x.dim);
+  const int rows_per_pass = static_cast<int>(blockDim.x) / lanes;  // D <= 128 <= blockDim
   const int first_row = static_cast<int>(threadIdx.x) / lanes;
-  const int d = static_cast<int>(threadIdx.x) % lanes;
-  for (std::int64_t n = first_row < rows_per_pass ? first_row : seq; n < seq; n += rows_per_pass) {
-    visit(n, d);
+  const int lane = static_cast<int>(threadIdx.x) % lanes;
+  if (first_row >= rows_per_pass) return;
+  float values[kWidth];
+  for (std::int32_t j = first_row; j < rows.count; j += rows_per_pass) {
+    // n0 + j < N + rows_per_block <= 2^30: FastDivide's domain.
+    const std::uint32_t past = static_cast<std::uint32_t>(rows.n0 + j);
+    const std::uint32_t dz = by_seq.quotient(past);
+    const std::int64_t z = rows.z0 + dz, n = past - dz * static_cast<std::uint32_t>(x.seq);
+    const T* row = head + z * x.stride_batch + n * x.stride_seq;
+    if (vectorized) {
+      const int d = lane * kWidth;
+      const uint4 raw = *reinterpret_cast<const uint4*>(row + d);
+      T elements[kWidth];
+      memcpy(elements, &raw, sizeof(raw));
+      for (int i = 0; i < kWidth; ++i) values[i] = to_float(elements[i]);
+      visit(z, n, d, values, kWidth);
+    } else {
+      values[0] = to_float(row[lane * x.stride_dim]);
+      visit(z, n, lane, values, 1);
+    }
   }
 }
 
-/// Block (zh, t): max |x| over the (z, h) slice of tensor t, folded into amax[t * count + slot].
+/// Block: max |x| over its rows of tensor t, folded into amax[t * count + slot].
 template <class T>
 __global__ void amax_kernel(const QkvViews<T> views, float* amax, std::int64_t count) {
   const int t = static_cast<int>(blockIdx.y);
   const Tensor4<const T>& x = views.in[t];
-  const std::int64_t z = blockIdx.x / x.heads, h = blockIdx.x % x.heads;
+  const BlockRows rows = block_rows(x, views);
   float local = 0.0f;
-  const T* slice = x.data + z * x.stride_batch + h * x.stride_head;
-  for_each_slice_element(x.seq, x.dim, [&](std::int64_t n, int d) {
-    local = fmaxf(local, fabsf(to_float(slice[n * x.stride_seq + d * x.stride_dim])));  // drops NaN
-  });
+  for_each_vector(x, rows, views.by_seq[t], views.vectorized[t],
+                  [&](std::int64_t, std::int64_t, int, const float* values, int width) {
+                    for (int j = 0; j < width; ++j)
+                      local = fmaxf(local, fabsf(values[j]));  // drops NaN
+                  });
   for (int offset = 16; offset > 0; offset /= 2) {
     local = fmaxf(local, __shfl_xor_sync(0xffffffffu, local, offset));
   }
   __shared__ float warp_max[32];
   if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = local;
   __syncthreads();
-  if (threadIdx.x == 0) {
+  if (threadIdx.x == 0 && rows.count > 0) {
     float block_max = 0.0f;
     for (unsigned w = 0; w < blockDim.x / 32; ++w) block_max = fmaxf(block_max, warp_max[w]);
-    atomic_max_nonneg(&amax[t * count + (count == 1 ? 0 : h)], block_max);
+    atomic_max_nonneg(&amax[t * count + (count == 1 ? 0 : rows.h)], block_max);
   }
 }
 
-/// Block (zh, t): int8 codes of the (z, h) slice of tensor t; the z == 0 blocks also publish the
-/// scale of their slot.
+/// Block: int8 codes of its rows of tensor t; the first block of each scale slot also publishes
+/// the slot's scale.
 template <class T>
 __global__ void quantize_kernel(const QkvViews<T> views, const float* amax, float* scales,
                                 std::int64_t count) {
+  constexpr int kWidth = kVectorWidth<T>;
+  using Packed = std::conditional_t<kWidth == 8, uint2, unsigned>;  // kWidth int8 codes
+  static_assert(sizeof(Packed) == kWidth);
   const int t = static_cast<int>(blockIdx.y);
   const Tensor4<const T>& x = views.in[t];
   const Tensor4<std::int8_t>& out = views.out[t];
-  const std::int64_t z = blockIdx.x / x.heads, h = blockIdx.x % x.heads;
-  const std::int64_t slot = t * count + (count == 1 ? 0 : h);
+  const BlockRows rows = block_rows(x, views);
+  const std::int64_t slot = t * count + (count == 1 ? 0 : rows.h);
   const float scale = symmetric_scale(amax[slot]);
-  const T* slice = x.data + z * x.stride_batch + h * x.stride_head;
-  std::int8_t* out_slice = out.data + z * out.stride_batch + h * out.stride_head;
-  for_each_slice_element(x.seq, x.dim, [&](std::int64_t n, int d) {
-    out_slice[n * out.stride_seq + d * out.stride_dim] =
-        quantize_value(to_float(slice[n * x.stride_seq + d * x.stride_dim]), scale);
-  });
-  if (threadIdx.x == 0 && z == 0 && (count != 1 || h == 0)) scales[slot] = scale;
+  std::int8_t* out_head = out.data + rows.h * out.stride_head;
+  for_each_vector(
+      x, rows, views.by_seq[t], views.vectorized[t],
+      [&](std::int64_t z, std::int64_t n, int d, const float* values, int width) {
+        std::int8_t* dst =
+            out_head + z * out.stride_batch + n * out.stride_seq + d * out.stride_dim;
+        if (width == kWidth) {  // vectorized: out has unit D stride and kWidth-byte aligned rows
+          std::int8_t codes[kWidth];
+          for (int j = 0; j < kWidth; ++j) codes[j] = quantize_value(values[j], scale);
+          Packed packed;
+          memcpy(&packed, codes, sizeof(packed));
+          *reinterpret_cast<Packed*>(dst) = packed;
+        } else {
+          *dst = quantize_value(values[0], scale);
+        }
+      });
+  const bool first_of_slot = blockIdx.x % views.splits == 0 && (count != 1 || rows.h == 0);
+  if (threadIdx.x == 0 && first_of_slot) scales[slot] = scale;
 }
 
 template <KernelConfig Cfg, OutputPolicy Output>
@@ -157,13 +226,29 @@ Status check_views(const Tensor4<const T>& x, const Tensor4<std::int8_t>& out,
   return Status::ok;
 }
 
+/// Whether 16-byte loads of x and kVectorWidth-byte stores of out cover whole D rows: unit D
+/// strides, other strides and the base addresses aligned to a vector.
+template <class T>
+bool vectorizable(const Tensor4<const T>& x, const Tensor4<std::int8_t>& out) {
+  constexpr std::int64_t w = kVectorWidth<T>;
+  const auto aligned = [](const void* p, std::int64_t bytes) {
+    return reinterpret_cast<std::uintptr_t>(p) % static_cast<std::uintptr_t>(bytes) == 0;
+  };
+  return x.stride_dim == 1 && out.stride_dim == 1 && x.dim % w == 0 && x.stride_seq % w == 0 &&
+         x.stride_head % w == 0 && x.stride_batch % w == 0 && out.stride_seq % w == 0 &&
+         out.stride_head % w == 0 && out.stride_batch % w == 0 && aligned(x.data, 16) &&
+         aligned(out.data, w);
+}
+
 }  // namespace detail
 
 /// Quantizes Q, K and V (fp16 `__half` or `float`) to int8 with symmetric scales.
 /// - `scales`: device memory for 3 * scale_count(g, H) floats: the Q scales, then K, then V.
 /// - `amax_workspace`: device memory for as many floats (overwritten).
 /// - `q8`, `k8`, `v8`: int8 outputs, any strides (use 16-byte rows for the attention kernel).
-/// Stream-ordered: a memset and two kernels, no host synchronisation. K and V may have another
+/// Stream-ordered: a memset and two kernels (an amax pass and a quantize pass, each reading the
+/// input once, vectorized where the views allow), no host synchronisation. N above 2^29 returns
+/// sequence_too_long. K and V may have another
 /// sequence length than Q.
 template <class T>
 Status quantize_qkv(const Tensor4<const T>& q, const Tensor4<const T>& k, const Tensor4<const T>& v,
@@ -181,12 +266,28 @@ Status quantize_qkv(const Tensor4<const T>& q, const Tensor4<const T>& k, const 
   const std::int64_t count = scale_count(granularity, q.heads);
   const std::int64_t slices = q.batch * q.heads;
   if (slices > 0x7fffffff) return Status::too_many_heads;
-  const detail::QkvViews<T> views{{q, k, v}, {q8, k8, v8}};
+  detail::QkvViews<T> views{{q, k, v}, {q8, k8, v8}};
+  // Each block takes about 16384 elements of one head (eight 16-byte loads per thread of 256);
+  // longer blocks only where the grid would pass 2^31 - 1 blocks.
+  constexpr std::int64_t kMaxRows = std::int64_t{1} << 29;  // FastDivide needs N + rows < 2^31
+  if (q.seq > kMaxRows || k.seq > kMaxRows) return Status::sequence_too_long;
+  const std::int64_t head_rows = q.batch * (q.seq > k.seq ? q.seq : k.seq);
+  views.rows_per_block = 16384 / q.dim;
+  views.splits = (head_rows + views.rows_per_block - 1) / views.rows_per_block;
+  if (views.splits > 0x7fffffff / q.heads) {
+    views.splits = 0x7fffffff / q.heads;
+    views.rows_per_block = (head_rows + views.splits - 1) / views.splits;
+    if (views.rows_per_block > kMaxRows) return Status::sequence_too_long;
+  }
+  for (int t = 0; t < 3; ++t) {
+    views.by_seq[t] = FastDivide::make(static_cast<std::uint32_t>(views.in[t].seq));
+    views.vectorized[t] = detail::vectorizable(views.in[t], views.out[t]);
+  }
   if (cudaMemsetAsync(amax_workspace, 0, static_cast<std::size_t>(3 * count) * sizeof(float),
                       stream) != cudaSuccess) {
     return Status::cuda_error;
   }
-  const dim3 grid(static_cast<unsigned>(slices), 3);
+  const dim3 grid(static_cast<unsigned>(q.heads * views.splits), 3);
   detail::amax_kernel<T><<<grid, 256, 0, stream>>>(views, amax_workspace, count);
   detail::quantize_kernel<T><<<grid, 256, 0, stream>>>(views, amax_workspace, scales, count);
   return cudaPeekAtLastError() == cudaSuccess ? Status::ok : Status::cuda_error;
