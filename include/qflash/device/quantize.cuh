@@ -94,28 +94,47 @@ template <class T, class Visit>
 QFLASH_DEVICE void for_each_vector(const Tensor4<const T>& x, const BlockRows& rows,
                                    const FastDivide& by_seq, bool vectorized, Visit&& visit) {
   constexpr int kWidth = kVectorWidth<T>;
+  constexpr int kRowsInFlight = 2;  // 16-byte loads issued before the first is used
   const T* head = x.data + rows.h * x.stride_head;
   const int lanes = vectorized ? static_cast<int>(x.dim) / kWidth : static_cast<int>(x.dim);
   const int rows_per_pass = static_cast<int>(blockDim.x) / lanes;  // D <= 128 <= blockDim
   const int first_row = static_cast<int>(threadIdx.x) / lanes;
   const int lane = static_cast<int>(threadIdx.x) % lanes;
   if (first_row >= rows_per_pass) return;
-  float values[kWidth];
-  for (std::int32_t j = first_row; j < rows.count; j += rows_per_pass) {
-    // n0 + j < N + rows_per_block <= 2^30: FastDivide's domain.
-    const std::uint32_t past = static_cast<std::uint32_t>(rows.n0 + j);
+  // Row j of the block -> (z, n); n0 + j < N + rows_per_block <= 2^30: FastDivide's domain.
+  const auto locate = [&](std::int32_t j, std::int64_t& z, std::int64_t& n) {
+    const auto past = static_cast<std::uint32_t>(rows.n0 + j);
     const std::uint32_t dz = by_seq.quotient(past);
-    const std::int64_t z = rows.z0 + dz, n = past - dz * static_cast<std::uint32_t>(x.seq);
-    const T* row = head + z * x.stride_batch + n * x.stride_seq;
-    if (vectorized) {
-      const int d = lane * kWidth;
-      const uint4 raw = *reinterpret_cast<const uint4*>(row + d);
-      T elements[kWidth];
-      memcpy(elements, &raw, sizeof(raw));
-      for (int i = 0; i < kWidth; ++i) values[i] = to_float(elements[i]);
-      visit(z, n, d, values, kWidth);
-    } else {
-      values[0] = to_float(row[lane * x.stride_dim]);
+    z = rows.z0 + dz;
+    n = past - dz * static_cast<std::uint32_t>(x.seq);
+    return head + z * x.stride_batch + n * x.stride_seq;
+  };
+  float values[kWidth];
+  if (vectorized) {
+    const int d = lane * kWidth;
+    for (std::int32_t j = first_row; j < rows.count; j += kRowsInFlight * rows_per_pass) {
+      uint4 raw[kRowsInFlight];
+      std::int64_t z[kRowsInFlight], n[kRowsInFlight];
+      QFLASH_UNROLL
+      for (int u = 0; u < kRowsInFlight; ++u) {
+        if (j + u * rows_per_pass < rows.count) {
+          raw[u] =
+              __ldg(reinterpret_cast<const uint4*>(locate(j + u * rows_per_pass, z[u], n[u]) + d));
+        }
+      }
+      QFLASH_UNROLL
+      for (int u = 0; u < kRowsInFlight; ++u) {
+        if (j + u * rows_per_pass >= rows.count) break;
+        T elements[kWidth];
+        memcpy(elements, &raw[u], sizeof(raw[u]));
+        for (int i = 0; i < kWidth; ++i) values[i] = to_float(elements[i]);
+        visit(z[u], n[u], d, values, kWidth);
+      }
+    }
+  } else {
+    for (std::int32_t j = first_row; j < rows.count; j += rows_per_pass) {
+      std::int64_t z = 0, n = 0;
+      values[0] = to_float(locate(j, z, n)[lane * x.stride_dim]);
       visit(z, n, lane, values, 1);
     }
   }
@@ -266,7 +285,13 @@ Status quantize_qkv(const Tensor4<const T>& q, const Tensor4<const T>& k, const 
   const std::int64_t count = scale_count(granularity, q.heads);
   const std::int64_t slices = q.batch * q.heads;
   if (slices > 0x7fffffff) return Status::too_many_heads;
-  detail::QkvViews<T> views{{q, k, v}, {q8, k8, v8}};
+  detail::QkvViews<T> views;
+  const Tensor4<const T> inputs[3] = {q, k, v};
+  const Tensor4<std::int8_t> outputs[3] = {q8, k8, v8};
+  for (int t = 0; t < 3; ++t) {
+    views.in[t] = inputs[t];
+    views.out[t] = outputs[t];
+  }
   // Each block takes about 16384 elements of one head (eight 16-byte loads per thread of 256);
   // longer blocks only where the grid would pass 2^31 - 1 blocks.
   constexpr std::int64_t kMaxRows = std::int64_t{1} << 29;  // FastDivide needs N + rows < 2^31
