@@ -51,7 +51,7 @@ def plot_sweep(header, rows, out):
     if not sweep:
         return None
     dims = sorted({int(re.match(r"sweep-d(\d+)-n(\d+)", r["workload"]).group(1)) for r in sweep})
-    fig, axes = plt.subplots(1, len(dims), figsize=(6.5 * len(dims), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(dims), figsize=(6.5 * len(dims), 5.2), squeeze=False)
     for ax, d in zip(axes[0], dims):
         series = collections.defaultdict(list)
         for r in sweep:
@@ -70,9 +70,10 @@ def plot_sweep(header, rows, out):
         ax.set_ylabel("TOPS (4 Z H N² D / kernel time)")
         ax.set_title(f"head dim {d}")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
     fig.suptitle(header, fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     path = os.path.join(out, "throughput_vs_seqlen.png")
     fig.savefig(path, dpi=110)
     return path
@@ -85,7 +86,7 @@ def plot_workloads(header, rows, out):
     workloads = list(dict.fromkeys(f"{r['workload']} b{r['batch']}" for r in other))
     methods = [m for m in METHODS if any(r["method"] == m for r in other)]
     times = {(f"{r['workload']} b{r['batch']}", r["method"]): r["queued_ms"] * 1000 for r in other}
-    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(workloads) * len(methods) / 4), 5))
+    fig, ax = plt.subplots(figsize=(min(16, max(8, 0.9 * len(workloads))), 5.8))
     width = 0.8 / len(methods)
     for i, method in enumerate(methods):
         xs = [j + i * width for j in range(len(workloads))]
@@ -96,9 +97,9 @@ def plot_workloads(header, rows, out):
     ax.set_yscale("log")
     ax.set_ylabel("kernel time, queued median (us, log scale)")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=8)
     fig.suptitle(header, fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     path = os.path.join(out, "workload_times.png")
     fig.savefig(path, dpi=110)
     return path
