@@ -6,7 +6,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "device/gpu_buffer.hpp"
@@ -40,6 +42,34 @@ HalfTensor random_half(std::int64_t z, std::int64_t h, std::int64_t n, std::int6
   return t;
 }
 
+/// The host helpers' scales (count per tensor, in tensor order) and codes (BHND, after
+/// `offset` zero bytes) of the given tensors.
+struct HostQuantized {
+  std::vector<float> scales;
+  std::vector<std::vector<std::int8_t>> codes;
+};
+
+HostQuantized host_quantize(std::initializer_list<const HalfTensor*> tensors, std::int64_t count,
+                            std::size_t offset = 0) {
+  HostQuantized result;
+  for (const HalfTensor* t : tensors) {
+    const auto fview = bhnd<const float>(t->values.data(), t->z, t->h, t->n, t->d);
+    std::vector<float> s;
+    if (count == 1) {
+      s.push_back(reference::symmetric_scale(reference::amax(fview)));
+    } else {
+      for (const float a : reference::amax_per_head(fview))
+        s.push_back(reference::symmetric_scale(a));
+    }
+    std::vector<std::int8_t> codes(offset + t->values.size(), 0);
+    REQUIRE(reference::quantize(fview, s, bhnd(codes.data() + offset, t->z, t->h, t->n, t->d)) ==
+            Status::ok);
+    result.scales.insert(result.scales.end(), s.begin(), s.end());
+    result.codes.push_back(std::move(codes));
+  }
+  return result;
+}
+
 }  // namespace
 
 TEST_CASE("device quantize + calibrate == host quantize + calibrate", "[gpu][quantize]") {
@@ -70,23 +100,9 @@ TEST_CASE("device quantize + calibrate == host quantize + calibrate", "[gpu][qua
       REQUIRE(ops.quantize_half(view(dq, q), view(dk, k), view(dv, v), ws, nullptr) == Status::ok);
 
       // Host: the same conventions.
-      std::vector<float> host_scales;
-      std::vector<std::vector<std::int8_t>> host_codes;
-      for (const HalfTensor* t : {&q, &k, &v}) {
-        const auto fview = bhnd<const float>(t->values.data(), t->z, t->h, t->n, t->d);
-        std::vector<float> s;
-        if (count == 1) {
-          s.push_back(reference::symmetric_scale(reference::amax(fview)));
-        } else {
-          for (const float a : reference::amax_per_head(fview))
-            s.push_back(reference::symmetric_scale(a));
-        }
-        std::vector<std::int8_t> codes(t->values.size());
-        REQUIRE(reference::quantize(fview, s, bhnd(codes.data(), t->z, t->h, t->n, t->d)) ==
-                Status::ok);
-        host_scales.insert(host_scales.end(), s.begin(), s.end());
-        host_codes.push_back(codes);
-      }
+      const HostQuantized host = host_quantize({&q, &k, &v}, count);
+      const std::vector<float>& host_scales = host.scales;
+      const std::vector<std::vector<std::int8_t>>& host_codes = host.codes;
       CHECK(scales.download() == host_scales);
       CHECK(q8.download() == host_codes[0]);
       CHECK(k8.download() == host_codes[1]);
@@ -172,24 +188,9 @@ TEST_CASE("device quantize: vectorized and element-wise layouts, row blocks == h
                                                 statuses.get(), count};
       REQUIRE(ops.quantize_half(vq, vk, vv, ws, nullptr) == Status::ok);
 
-      std::vector<float> host_scales;
-      std::vector<std::vector<std::int8_t>> host_codes;
-      const HalfTensor* const tensors[] = {&q, &k, &v};
-      for (const HalfTensor* t : tensors) {
-        const auto fview = bhnd<const float>(t->values.data(), t->z, t->h, t->n, t->d);
-        std::vector<float> s;
-        if (count == 1) {
-          s.push_back(reference::symmetric_scale(reference::amax(fview)));
-        } else {
-          for (const float a : reference::amax_per_head(fview))
-            s.push_back(reference::symmetric_scale(a));
-        }
-        std::vector<std::int8_t> codes(o + t->values.size(), 0);
-        REQUIRE(reference::quantize(fview, s, bhnd(codes.data() + o, t->z, t->h, t->n, t->d)) ==
-                Status::ok);
-        host_scales.insert(host_scales.end(), s.begin(), s.end());
-        host_codes.push_back(codes);
-      }
+      const HostQuantized host = host_quantize({&q, &k, &v}, count, o);
+      const std::vector<float>& host_scales = host.scales;
+      const std::vector<std::vector<std::int8_t>>& host_codes = host.codes;
       CHECK(scales.download() == host_scales);
       // The codes after the output offset (the byte before it is never written).
       const auto past_offset = [&](const std::vector<std::int8_t>& codes) {
