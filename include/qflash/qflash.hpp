@@ -5,6 +5,7 @@
 #pragma once
 
 #include "qflash/attention/flash_step.hpp"
+#include "qflash/attention/head_params.hpp"
 #include "qflash/attention/presets.hpp"
 #include "qflash/attention/problem.hpp"
 #include "qflash/attention/validate.hpp"

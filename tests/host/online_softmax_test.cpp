@@ -139,7 +139,8 @@ TEST_CASE("online_softmax: the 2^30 factor is an exact identity, other factors r
     });
     // identity_merge_is_sum: the kernel's one-add merge for blocks where no row rescales.
     if (which == 0) {
-      static_assert(LocalQuad::identity_merge_is_sum);
+      static_assert(qflash::SoftmaxTraits<LocalQuad>::identity_merge_is_sum &&
+                    qflash::SoftmaxTraits<LocalQuad>::merges_biased);
       const std::uint32_t sum_biased = (static_cast<std::uint32_t>(acc) ^ kBias) +
                                        (static_cast<std::uint32_t>(pv) ^ kBias) - kBias;
       log.check(sum_biased == got_biased, [&] {

@@ -21,6 +21,21 @@ struct Exp2Value;
 struct RowState;
 struct MergeFactors;
 
+/// What a softmax quantizes a block's P against: the row's running maximum, or the block's own
+/// (tile-local) maximum, for which reference_max needs no row state.
+enum class MaxMode : std::uint8_t { running, tile_local };
+
+/// What an exp2 policy declares about itself (specialize next to your policy; never probed).
+/// `has_apply_visible`: the policy has `apply_visible(u, prm)`, equal to `apply(u, prm)` for
+/// every u >= 0, which the kernel calls where u >= 0 is known. Declared true, the function must
+/// exist (Exp2Policy checks it), so a misspelled hook fails to compile instead of going unused.
+/// A specialization derives from the defaults and redeclares what it changes.
+struct Exp2TraitsDefaults {
+  static constexpr bool has_apply_visible = false;
+};
+template <class E>
+struct Exp2Traits : Exp2TraitsDefaults {};
+
 /// Runtime constants of a policy: plain data that can be memcpy'd to a GPU.
 template <class P>
 concept PolicyParams = std::is_trivially_copyable_v<P> && std::is_default_constructible_v<P>;
@@ -50,7 +65,31 @@ concept Exp2Policy = PolicyParams<typename E::Params> &&
   { E::rescale_q30(u, prm) } -> std::same_as<std::int32_t>;
   { E::calibrate(x, out) } -> std::same_as<Status>;
   { E::validate(prm) } -> std::same_as<Status>;
-} &&(E::pmax >= 1 && E::pmax <= 255 && E::sum_bits >= 0 && E::sum_bits <= 8);
+} &&(E::pmax >= 1 && E::pmax <= 255 && E::sum_bits >= 0 && E::sum_bits <= 8) &&
+    (!Exp2Traits<E>::has_apply_visible || requires(std::int32_t u, const typename E::Params& prm) {
+      { E::apply_visible(u, prm) } -> std::same_as<Exp2Value>;
+    });
+
+/// What a softmax policy declares about itself (specialize next to your policy; never probed).
+/// Each hook declared true must exist (SoftmaxPolicy checks it): a misspelled hook fails to
+/// compile instead of leaving a kernel on its plain path.
+/// - `accumulates_in_place`: a merge is acc = rescale(acc, state factor) + P V with the tile
+///   factor always 1 (merge_element and merge_row say how), so a kernel can rescale its
+///   accumulators first and let the P V mma add into them directly (see InPlaceConfig).
+/// - `merges_biased`: `merge_element_biased(acc_b, pv_b, f)`, merge_element on values biased by
+///   2^31 (mod 2^32) returning the biased result; the general kernel then keeps its
+///   accumulators biased.
+/// - `identity_merge_is_sum` (with merges_biased): merge_element_biased with identity factors
+///   (2^30, 2^30) is acc_b + pv_b - 2^31 (mod 2^32), so a block in which no row rescales merges
+///   with one add.
+/// A specialization derives from the defaults and redeclares what it changes.
+struct SoftmaxTraitsDefaults {
+  static constexpr bool accumulates_in_place = false;
+  static constexpr bool merges_biased = false;
+  static constexpr bool identity_merge_is_sum = false;
+};
+template <class S>
+struct SoftmaxTraits : SoftmaxTraitsDefaults {};
 
 /// The online-softmax merge rule (see policy/online_softmax.hpp).
 template <class S>
@@ -58,10 +97,15 @@ concept SoftmaxPolicy = Exp2Policy<typename S::exp_policy> &&
     requires(RowState& row, const RowState& crow, std::int32_t m, std::int64_t l,
              const typename S::exp_policy::Params& prm, std::int32_t x, MergeFactors f) {
   { S::max_keys } -> std::convertible_to<std::int64_t>;
+  { S::max_mode } -> std::convertible_to<MaxMode>;
   { S::reference_max(crow, m) } -> std::same_as<std::int32_t>;
   { S::merge_row(row, m, l, prm) } -> std::same_as<MergeFactors>;
   { S::merge_element(x, x, f) } -> std::same_as<std::int32_t>;
-};
+} &&(!SoftmaxTraits<S>::merges_biased ||
+     requires(std::uint32_t a, MergeFactors f) {
+       { S::merge_element_biased(a, a, f) } -> std::same_as<std::uint32_t>;
+     }) &&
+    (!SoftmaxTraits<S>::identity_merge_is_sum || SoftmaxTraits<S>::merges_biased);
 
 /// Final normalisation into the output element type: `prepare` does the per-row work once (the
 /// row sum l), `apply(acc, row)` finishes one element; `calibrate(v_scale, out_scale, sum_bits)`.
@@ -88,15 +132,6 @@ concept KernelConfig = LogitPolicy<typename C::Logit> && Exp2Policy<typename C::
   { C::block_n } -> std::convertible_to<int>;
   { C::output_rounding } -> std::convertible_to<Rounding>;
 } &&(C::block_n == 32 || C::block_n == 64 || C::block_n == 128);
-
-/// What a softmax policy declares about itself (specialize for your own policy; never probed).
-/// `accumulates_in_place`: a merge is acc = rescale(acc, state factor) + P V with the tile
-/// factor always 1 (merge_element and merge_row say how), so a kernel can rescale its
-/// accumulators first and let the P V mma add into them directly.
-template <class S>
-struct SoftmaxTraits {
-  static constexpr bool accumulates_in_place = false;
-};
 
 /// A configuration the in-place kernel (device/in_place_kernel.cuh) serves: its softmax
 /// declares `accumulates_in_place` and has the frame rescale (`frame_move`, `rescale_biased`),

@@ -35,13 +35,13 @@
 #include <utility>
 
 #include "qflash/attention/flash_step.hpp"
+#include "qflash/attention/head_params.hpp"
 #include "qflash/attention/problem.hpp"
 #include "qflash/core/concepts.hpp"
 #include "qflash/core/config.hpp"
 #include "qflash/core/fast_divide.hpp"
 #include "qflash/core/int_traits.hpp"
 #include "qflash/device/mma.cuh"
-#include "qflash/policy/calibrate.hpp"
 #include "qflash/policy/online_softmax.hpp"
 
 #if !defined(QFLASH_KERNEL_MIN_BLOCKS)
@@ -166,32 +166,16 @@ QFLASH_DEVICE T shuffle_xor(const T& value, int mask) {
 /// Whether the softmax policy quantizes P against the tile's own maximum (reference_max needs
 /// no row state), known at compile time.
 template <class Softmax>
-consteval bool reference_is_tile_max() {
-  if constexpr (requires { Softmax::max_mode; }) {
-    return Softmax::max_mode == MaxMode::tile_local;
-  } else {
-    return false;
-  }
-}
+inline constexpr bool reference_is_tile_max = Softmax::max_mode == MaxMode::tile_local;
 
-/// Whether the softmax policy offers merge_element_biased (accumulators kept as x + 2^31).
+/// Whether the softmax policy declares merge_element_biased (accumulators kept as x + 2^31).
 template <class Softmax>
-consteval bool biased_merge() {
-  return requires(std::uint32_t a, MergeFactors f) {
-    { Softmax::merge_element_biased(a, a, f) } -> std::same_as<std::uint32_t>;
-  };
-}
+inline constexpr bool biased_merge = SoftmaxTraits<Softmax>::merges_biased;
 
-/// Whether merge_element_biased with identity factors is the plain sum (the policy declares
-/// `identity_merge_is_sum`), so that a block in which no row rescales merges with one add.
+/// Whether merge_element_biased with identity factors is the plain sum (declared by the
+/// policy's SoftmaxTraits), so that a block in which no row rescales merges with one add.
 template <class Softmax>
-consteval bool identity_merge_is_sum() {
-  if constexpr (biased_merge<Softmax>() && requires { Softmax::identity_merge_is_sum; }) {
-    return Softmax::identity_merge_is_sum;
-  } else {
-    return false;
-  }
-}
+inline constexpr bool identity_merge_is_sum = SoftmaxTraits<Softmax>::identity_merge_is_sum;
 
 /// Where a CTA works: batch z, head h and query tile, from blockIdx.x in 32-bit arithmetic (the
 /// launcher keeps the grid below 2^31) with multiply-high divisions.
@@ -323,11 +307,12 @@ QFLASH_DEVICE std::uint32_t dynamic_smem_bytes() {
   return bytes;
 }
 
-/// Exp::apply(u), or Exp::apply_visible(u) when the caller knows u >= 0 and the policy has it.
+/// Exp::apply(u), or Exp::apply_visible(u) when the caller knows u >= 0 and the policy
+/// declares it (Exp2Traits).
 template <class Exp>
 QFLASH_DEVICE Exp2Value exp_of_visible(bool known_nonneg, std::int32_t u,
                                        const typename Exp::Params& prm) {
-  if constexpr (requires { Exp::apply_visible(u, prm); }) {
+  if constexpr (Exp2Traits<Exp>::has_apply_visible) {
     if (known_nonneg) return Exp::apply_visible(u, prm);
   }
   return Exp::apply(u, prm);
@@ -352,7 +337,7 @@ inline constexpr int kSmallestSharedMemoryOptin = 99 * 1024;
 /// second V^T buffer that fits every supported architecture. The presets pair at D = 32 and 64.
 template <KernelConfig Cfg, int D, int Warps>
 inline constexpr bool kPairsBlocks =
-    detail::reference_is_tile_max<typename Cfg::Softmax>() &&
+    detail::reference_is_tile_max<typename Cfg::Softmax> &&
     8 * KernelShape<Cfg, D, Warps>::n_tiles + 4 * KernelShape<Cfg, D, Warps>::d_tiles <= 64 &&
     KernelShape<Cfg, D, Warps>::smem_bytes_paired <= kSmallestSharedMemoryOptin;
 
@@ -424,7 +409,7 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
   std::uint32_t q_frag[Shape::k_chunks_qk][4];
   // Accumulators, kept biased by 2^31 (x + 2^31 mod 2^32) when the softmax policy can merge
   // them that way (detail::biased_merge); the epilogue removes the bias.
-  constexpr std::uint32_t kBias = detail::biased_merge<Softmax>() ? 0x80000000u : 0u;
+  constexpr std::uint32_t kBias = detail::biased_merge<Softmax> ? 0x80000000u : 0u;
   const auto fill_zero = [](std::int32_t(&frag)[Shape::d_tiles][4]) {  // zero in the bias
     QFLASH_UNROLL
     for (int dn = 0; dn < Shape::d_tiles; ++dn) {
@@ -515,7 +500,7 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
     // Each lane derives its own row's reference; the other row's comes from its partner
     // lane, unless the policy quantizes against the tile maximum (no state needed).
     std::int32_t reference[2];
-    if constexpr (detail::reference_is_tile_max<Softmax>()) {
+    if constexpr (detail::reference_is_tile_max<Softmax>) {
       QFLASH_UNROLL
       for (int r = 0; r < 2; ++r) reference[r] = tile_max[r] == kNone ? 0 : tile_max[r];
     } else {
@@ -607,7 +592,7 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
                                  ? MergeFactors{kOneQ30, kOneQ30}
                                  : Softmax::merge_row(my_state, my_tile_max, my_tile_sum, prm.exp);
     // No row of the warp rescales (always on its first block): acc + pv, one add per element.
-    if constexpr (detail::identity_merge_is_sum<Softmax>()) {
+    if constexpr (detail::identity_merge_is_sum<Softmax>) {
       if (__all_sync(0xffffffffu, own.state_q30 == kOneQ30 && own.tile_q30 == kOneQ30)) {
         QFLASH_UNROLL
         for (int r = 0; r < 2; ++r) {

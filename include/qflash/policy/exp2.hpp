@@ -11,6 +11,7 @@
 #include <concepts>
 #include <cstdint>
 
+#include "qflash/core/concepts.hpp"
 #include "qflash/core/config.hpp"
 #include "qflash/core/dyadic.hpp"
 #include "qflash/core/fixed_point.hpp"
@@ -216,6 +217,12 @@ struct PolyExp2 {
                                                        Params& /*out*/) noexcept {
     return Status::ok;
   }
+};
+
+/// PolyExp2 has apply_visible (equal to apply for every u >= 0, tested in exp2_test).
+template <int Degree, int Pmax, int SumBits, int F>
+struct Exp2Traits<PolyExp2<Degree, Pmax, SumBits, F>> : Exp2TraitsDefaults {
+  static constexpr bool has_apply_visible = true;
 };
 
 /// Polynomial exp2 with the octave applied by one multiply: the exp of the in-place kernel.

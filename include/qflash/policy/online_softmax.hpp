@@ -37,8 +37,6 @@
 
 namespace qflash {
 
-enum class MaxMode : std::uint8_t { running, tile_local };
-
 /// The online-softmax state of one query row.
 struct RowState {
   std::int32_t max = 0;  ///< largest visible logit so far (meaningful once started)
@@ -139,11 +137,6 @@ struct OnlineSoftmax {
                                      kBias);
   }
 
-  /// With identity factors (both 2^30) the merge is the plain sum acc + pv: merge_element_biased
-  /// then returns acc_biased + pv_biased - 2^31 (mod 2^32), which a kernel may use directly when
-  /// no row of a block rescales (tested in online_softmax_test).
-  static constexpr bool identity_merge_is_sum = true;
-
   /// merge_element on biased values (acc + 2^31 and pv + 2^31, mod 2^32), returning the biased
   /// result: merge_element_biased(acc ^ 2^31, pv ^ 2^31, f) == merge_element(acc, pv, f) ^ 2^31.
   /// The CUDA kernel keeps its accumulators this way (P V starts from 2^31 in the tensor-core
@@ -156,6 +149,15 @@ struct OnlineSoftmax {
                                                scale_state ? f.state_q30 : f.tile_q30);
     return static_cast<std::uint32_t>(scaled) + (scale_state ? pv_biased : acc_biased);
   }
+};
+
+/// OnlineSoftmax offers merge_element_biased, and with identity factors (both 2^30) its biased
+/// merge is the plain sum acc_b + pv_b - 2^31 (mod 2^32), which a kernel may use directly when no
+/// row of a block rescales (both tested in online_softmax_test).
+template <class Exp, MaxMode Mode>
+struct SoftmaxTraits<OnlineSoftmax<Exp, Mode>> : SoftmaxTraitsDefaults {
+  static constexpr bool merges_biased = true;
+  static constexpr bool identity_merge_is_sum = true;
 };
 
 /// The online softmax of the in-place kernel: P against a per-row *frame* that follows each
@@ -259,7 +261,7 @@ struct FrameSoftmax {
 
 /// FrameSoftmax merges as acc = rescale(acc) + P V with its row sum as an accumulator column.
 template <class Exp>
-struct SoftmaxTraits<FrameSoftmax<Exp>> {
+struct SoftmaxTraits<FrameSoftmax<Exp>> : SoftmaxTraitsDefaults {
   static constexpr bool accumulates_in_place = true;
 };
 
