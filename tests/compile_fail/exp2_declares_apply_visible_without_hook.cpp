@@ -10,11 +10,13 @@
 struct MyExp2 : qflash::AscendingPolyExp2<> {
 #ifdef QFLASH_SHOULD_FAIL
   static constexpr qflash::Exp2Value apply_visibel(std::int32_t u, Params = {}) noexcept {
-#else
-  static constexpr qflash::Exp2Value apply_visible(std::int32_t u, Params = {}) noexcept {
-#endif
     return apply(u);
   }
+#else
+  static constexpr qflash::Exp2Value apply_visible(std::int32_t u, Params = {}) noexcept {
+    return apply(u);
+  }
+#endif
 };
 
 template <>

@@ -8,15 +8,20 @@
 
 // FrameSoftmax has no merge_element_biased of its own to inherit.
 struct MySoftmax : qflash::FrameSoftmax<qflash::PolyExp2<>> {
+  static constexpr std::uint32_t biased_sum(std::uint32_t a, std::uint32_t p) noexcept {
+    return a + p - 0x80000000u;
+  }
 #ifdef QFLASH_SHOULD_FAIL
   static constexpr std::uint32_t merge_element_biassed(std::uint32_t a, std::uint32_t p,
                                                        qflash::MergeFactors) noexcept {
+    return biased_sum(a, p);
+  }
 #else
   static constexpr std::uint32_t merge_element_biased(std::uint32_t a, std::uint32_t p,
                                                       qflash::MergeFactors) noexcept {
-#endif
-    return a + p - 0x80000000u;
+    return biased_sum(a, p);
   }
+#endif
 };
 
 template <>
