@@ -125,16 +125,23 @@ TEST_CASE("device quantize + calibrate == host quantize + calibrate", "[gpu][qua
 // stores where the views allow and element by element where they do not; every layout must give
 // the host helpers' codes and scales. D = 32: 512 rows per block, so each head of Q (Z * N =
 // 2000 rows) spans four blocks and K, V (600 rows) two, and blocks cross from z = 0 into z = 1;
-// one Q element is NaN (amax ignores it, its code is 0).
+// one Q element is NaN (amax ignores it, its code is 0). A second shape has D = 80 (10 vector
+// lanes per row: 6 idle threads per block), N = 1 for Q and K longer than Q.
 TEST_CASE("device quantize: vectorized and element-wise layouts, row blocks == host helpers",
           "[gpu][quantize]") {
+  struct Shape {
+    std::int64_t z, h, nq, nkv, d;
+  };
+  const Shape shape = GENERATE(Shape{2, 3, 1000, 300, 32}, Shape{3, 2, 1, 77, 80});
+  const std::int64_t z = shape.z, h = shape.h, nq = shape.nq, nkv = shape.nkv, d = shape.d;
+  INFO("Z " << z << " H " << h << " Nq " << nq << " Nkv " << nkv << " D " << d);
   std::mt19937 rng(23);
-  const std::int64_t z = 2, h = 3, nq = 1000, nkv = 300, d = 32;
   HalfTensor q = random_half(z, h, nq, d, rng, -1);
-  q.bits[12345] = 0x7e00;  // NaN
-  q.values[12345] = half_bits_to_float(0x7e00);
+  const std::size_t nan_at = q.bits.size() / 2 + 1;
+  q.bits[nan_at] = 0x7e00;  // NaN
+  q.values[nan_at] = half_bits_to_float(0x7e00);
   const HalfTensor k = random_half(z, h, nkv, d, rng, -1);
-  const HalfTensor v = random_half(z, h, nkv, d, rng, 2);  // head 2 all zero: scale 1
+  const HalfTensor v = random_half(z, h, nkv, d, rng, h - 1);  // last head all zero: scale 1
 
   struct Layout {
     const char* name;
@@ -200,8 +207,59 @@ TEST_CASE("device quantize: vectorized and element-wise layouts, row blocks == h
       CHECK(past_offset(codes_q) == past_offset(host_codes[0]));
       CHECK(past_offset(k8.download()) == past_offset(host_codes[1]));
       CHECK(past_offset(v8.download()) == past_offset(host_codes[2]));
-      CHECK(codes_q[o + 12345] == 0);  // the NaN
+      CHECK(codes_q[o + nan_at] == 0);  // the NaN
     }
+  }
+}
+
+// Bad views return a named Status before any device work (the statuses are decided on the
+// host; the huge shapes below have stride-0 inputs and are never read).
+TEST_CASE("device quantize: bad views and overlapping buffers are named statuses",
+          "[gpu][quantize][errors]") {
+  const instances::Ops& ops = instances::ops(Preset::precise, OutputType::s8);
+  GpuBuffer<std::uint16_t> input(64 * 32);
+  GpuBuffer<std::int8_t> codes(3 * 64 * 32);
+  GpuBuffer<float> scales(3), amax(3);
+  GpuBuffer<unsigned char> params(ops.params_size);
+  GpuBuffer<Status> statuses(1);
+  const auto contiguous = bhnd<const std::uint16_t>(input.get(), 1, 1, 64, 32);
+  const instances::HalfPipelineWorkspace ws{codes.get(),
+                                            codes.get() + 64 * 32,
+                                            codes.get() + 2 * 64 * 32,
+                                            scales.get(),
+                                            amax.get(),
+                                            params.get(),
+                                            statuses.get(),
+                                            1};
+  REQUIRE(ops.quantize_half(contiguous, contiguous, contiguous, ws, nullptr) == Status::ok);
+
+  SECTION("Z * H from 2^31: too_many_heads, not a crash") {
+    const Tensor4<const std::uint16_t> wide{
+        input.get(), std::int64_t{1} << 20, std::int64_t{1} << 11, 1, 32, 0, 0, 0, 1};
+    CHECK(ops.quantize_half(wide, wide, wide, ws, nullptr) == Status::too_many_heads);
+  }
+  SECTION("Z = 2^33, H = 2^31: the int8 output would pass 2^48 bytes: invalid_stride") {
+    const Tensor4<const std::uint16_t> huge{
+        input.get(), std::int64_t{1} << 33, std::int64_t{1} << 31, 1, 32, 0, 0, 0, 1};
+    CHECK(ops.quantize_half(huge, huge, huge, ws, nullptr) == Status::invalid_stride);
+  }
+  SECTION("two outputs on the same bytes") {
+    instances::HalfPipelineWorkspace bad = ws;
+    bad.k8 = bad.q8;
+    CHECK(ops.quantize_half(contiguous, contiguous, contiguous, bad, nullptr) ==
+          Status::output_overlaps_input);
+  }
+  SECTION("an output over an input") {
+    instances::HalfPipelineWorkspace bad = ws;
+    bad.v8 = reinterpret_cast<std::int8_t*>(input.get());
+    CHECK(ops.quantize_half(contiguous, contiguous, contiguous, bad, nullptr) ==
+          Status::output_overlaps_input);
+  }
+  SECTION("the scales on the amax workspace") {
+    instances::HalfPipelineWorkspace bad = ws;
+    bad.amax = bad.scales;
+    CHECK(ops.quantize_half(contiguous, contiguous, contiguous, bad, nullptr) ==
+          Status::output_overlaps_input);
   }
 }
 

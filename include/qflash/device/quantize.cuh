@@ -24,6 +24,7 @@
 #include <type_traits>
 
 #include "qflash/attention/problem.hpp"
+#include "qflash/attention/validate.hpp"
 #include "qflash/core/concepts.hpp"
 #include "qflash/core/fast_divide.hpp"
 #include "qflash/core/float16.hpp"
@@ -64,8 +65,8 @@ struct QkvViews {
   Tensor4<const T> in[3];
   Tensor4<std::int8_t> out[3];
   std::int64_t rows_per_block = 1;  // <= 2^29
-  std::int64_t splits = 1;          // ceil(max(Z * Nq, Z * Nkv) / rows_per_block)
-  FastDivide by_seq[3];             // by N of tensor t (N <= 2^29)
+  std::int64_t splits = 1;  // min(ceil(max(Z * Nq, Z * Nkv) / rows_per_block), (2^31 - 1) / H)
+  FastDivide by_seq[3];     // by N of tensor t (N <= 2^29)
   bool vectorized[3] = {false, false, false};
 };
 
@@ -238,8 +239,10 @@ Status check_views(const Tensor4<const T>& x, const Tensor4<std::int8_t>& out,
       x.batch != q.batch || x.heads != q.heads || x.dim != q.dim) {
     return Status::shape_mismatch;
   }
-  if (x.stride_batch < 0 || x.stride_head < 0 || x.stride_seq < 0 || x.stride_dim < 0 ||
-      out.stride_batch < 0 || out.stride_head < 0 || out.stride_seq < 0 || out.stride_dim < 0) {
+  // Negative strides, a view past kMaxViewBytes, or an output whose elements overlap (the
+  // blocks would race on them): the launcher's rules for the attention output.
+  if (!qflash::detail::tensor_range(x) || !qflash::detail::tensor_range(out) ||
+      !qflash::detail::is_non_overlapping(out)) {
     return Status::invalid_stride;
   }
   return Status::ok;
@@ -266,9 +269,12 @@ bool vectorizable(const Tensor4<const T>& x, const Tensor4<std::int8_t>& out) {
 /// - `amax_workspace`: device memory for as many floats (overwritten).
 /// - `q8`, `k8`, `v8`: int8 outputs, any strides (use 16-byte rows for the attention kernel).
 /// Stream-ordered: a memset and two kernels (an amax pass and a quantize pass, each reading the
-/// input once, vectorized where the views allow), no host synchronisation. N above 2^29 returns
-/// sequence_too_long. K and V may have another
-/// sequence length than Q.
+/// input once, vectorized where the views allow), no host synchronisation. K and V may have
+/// another sequence length than Q. Errors, before any device work: null_pointer, empty_problem,
+/// unsupported_head_dim, shape_mismatch; invalid_stride (negative strides, a view past 2^48
+/// bytes, an output whose elements overlap); output_overlaps_input (codes over an input,
+/// another output, the scales or the workspace, or scales over the workspace); too_many_heads
+/// (Z, H or Z * H from 2^31); sequence_too_long (N above 2^29).
 template <class T>
 Status quantize_qkv(const Tensor4<const T>& q, const Tensor4<const T>& k, const Tensor4<const T>& v,
                     ScaleGranularity granularity, float* scales, float* amax_workspace,
@@ -282,9 +288,35 @@ Status quantize_qkv(const Tensor4<const T>& q, const Tensor4<const T>& k, const 
     if (s != Status::ok) return s;
   }
   if (k.seq != v.seq) return Status::shape_mismatch;
+  // Z and H each below 2^31 (H is also the grid's divisor below), then Z * H below 2^31.
+  if (q.batch > 0x7fffffff || q.heads > 0x7fffffff || q.batch * q.heads > 0x7fffffff) {
+    return Status::too_many_heads;
+  }
+  // The six views are within kMaxViewBytes (check_views): the codes must not land on an input
+  // (read through the non-coherent cache) or on another output, nor on the scales / workspace.
+  const qflash::detail::ByteRange in_bytes[3] = {*qflash::detail::tensor_range(q),
+                                                 *qflash::detail::tensor_range(k),
+                                                 *qflash::detail::tensor_range(v)};
+  const qflash::detail::ByteRange out_bytes[3] = {*qflash::detail::tensor_range(q8),
+                                                  *qflash::detail::tensor_range(k8),
+                                                  *qflash::detail::tensor_range(v8)};
   const std::int64_t count = scale_count(granularity, q.heads);
-  const std::int64_t slices = q.batch * q.heads;
-  if (slices > 0x7fffffff) return Status::too_many_heads;
+  const auto scale_bytes = [&](const float* f) {
+    const auto begin = reinterpret_cast<std::uintptr_t>(f);
+    return qflash::detail::ByteRange{
+        begin, begin + static_cast<std::uintptr_t>(3 * count) * sizeof(float)};
+  };
+  if (scale_bytes(scales).intersects(scale_bytes(amax_workspace))) {
+    return Status::output_overlaps_input;
+  }
+  for (int t = 0; t < 3; ++t) {
+    if (qflash::detail::overlaps_any(out_bytes[t],
+                                     {in_bytes[0], in_bytes[1], in_bytes[2], scale_bytes(scales),
+                                      scale_bytes(amax_workspace)}) ||
+        out_bytes[t].intersects(out_bytes[(t + 1) % 3])) {
+      return Status::output_overlaps_input;
+    }
+  }
   detail::QkvViews<T> views;
   const Tensor4<const T> inputs[3] = {q, k, v};
   const Tensor4<std::int8_t> outputs[3] = {q8, k8, v8};
@@ -302,6 +334,8 @@ Status quantize_qkv(const Tensor4<const T>& q, const Tensor4<const T>& k, const 
   if (views.splits > 0x7fffffff / q.heads) {
     views.splits = 0x7fffffff / q.heads;
     views.rows_per_block = (head_rows + views.splits - 1) / views.splits;
+    // Unreachable (defensive): Z * H < 2^31 gives splits = floor((2^31 - 1) / H) >= Z, so
+    // rows_per_block <= ceil(Z * N / Z) = N <= 2^29.
     if (views.rows_per_block > kMaxRows) return Status::sequence_too_long;
   }
   for (int t = 0; t < 3; ++t) {
