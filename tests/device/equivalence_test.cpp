@@ -151,6 +151,22 @@ TEST_CASE("gpu == reference: edge sets", "[gpu][edge]") {
   add("D = 128", [](EquivalenceCase& c) { c.head_dim = 128; });
   add("D = 80", [](EquivalenceCase& c) { c.head_dim = 80; });
   add("D = 96", [](EquivalenceCase& c) { c.head_dim = 96; });
+  // The in-place kernel's CTA width above D = 64: 4 warps when Nq <= 64, 8 otherwise.
+  add("D = 96, Nq 64 (in-place: one CTA of 4 warps)", [](EquivalenceCase& c) {
+    c.head_dim = 96;
+    c.seq_q = 64;
+    c.seq_kv = 100;
+  });
+  add("D = 128, Nq 65, Nkv 300 (in-place: 8 warps, 3 idle)", [](EquivalenceCase& c) {
+    c.head_dim = 128;
+    c.seq_q = 65;
+    c.seq_kv = 300;
+  });
+  add("D = 80, Nq 300 (in-place: 8-warp CTAs, ragged last)", [](EquivalenceCase& c) {
+    c.head_dim = 80;
+    c.seq_q = 300;
+    c.seq_kv = 150;
+  });
   add("BNHD layout", [](EquivalenceCase& c) { c.layout = Layout::bnhd; });
   add("padded rows", [](EquivalenceCase& c) {
     c.layout = Layout::padded;

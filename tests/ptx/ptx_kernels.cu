@@ -38,7 +38,8 @@ template void instantiate_all_outputs<presets::Precise>();
 template void instantiate_all_outputs<presets::PreciseCubic>();
 template void instantiate_all_outputs<presets::Fast>();
 
-/// The in-place kernel (presets::Fast without bias or mask) at every head dim and output.
+/// The in-place kernel (presets::Fast without bias or mask) at every head dim and output, with
+/// each warps-per-CTA count the launcher uses.
 template <InPlaceConfig Cfg, class OutT>
 void instantiate_in_place() {
   using Output = OutputFor<Cfg, OutT>;
@@ -47,6 +48,9 @@ void instantiate_in_place() {
   (void)&in_place_attention_kernel<Cfg, Output, 80, 4>;
   (void)&in_place_attention_kernel<Cfg, Output, 96, 4>;
   (void)&in_place_attention_kernel<Cfg, Output, 128, 4>;
+  (void)&in_place_attention_kernel<Cfg, Output, 80, kInPlaceWideWarps<80>>;
+  (void)&in_place_attention_kernel<Cfg, Output, 96, kInPlaceWideWarps<96>>;
+  (void)&in_place_attention_kernel<Cfg, Output, 128, kInPlaceWideWarps<128>>;
 }
 template void instantiate_in_place<presets::Fast, std::int8_t>();
 template void instantiate_in_place<presets::Fast, std::int16_t>();

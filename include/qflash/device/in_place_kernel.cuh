@@ -56,13 +56,19 @@ QFLASH_DEVICE std::uint32_t quad_sum(std::uint32_t x) {
 
 }  // namespace detail
 
-/// Resident CTAs per SM the register budget must allow: 4 up to D = 64 (128 registers per
-/// thread), 3 above (168): the accumulators of D = 128 alone take 64.
+/// Warps per CTA (16 query rows each) for launches whose query rows span more than one CTA of
+/// 4 warps: 4 up to D = 64, 8 above (a K/V step shared by 128 query rows; with the launch bounds
+/// below, 16 warps per SM at 128 registers instead of 12 at 168).
 template <int D>
-inline constexpr int kInPlaceMinBlocksPerSm = D <= 64 ? 4 : 3;
+inline constexpr int kInPlaceWideWarps = D <= 64 ? 4 : 8;
+
+/// Resident CTAs per SM the register budget must allow: 4 CTAs of 4 warps up to D = 64 (128
+/// registers per thread), 3 of 4 above (168: the accumulators of D = 128 alone take 64), 2 of 8.
+template <int D, int Warps>
+inline constexpr int kInPlaceMinBlocksPerSm = Warps == 8 ? 2 : (D <= 64 ? 4 : 3);
 
 template <InPlaceConfig Cfg, OutputPolicy Output, int D, int Warps>
-__global__ void __launch_bounds__(32 * Warps, kInPlaceMinBlocksPerSm<D>)
+__global__ void __launch_bounds__(32 * Warps, kInPlaceMinBlocksPerSm<D, Warps>)
     in_place_attention_kernel(const __grid_constant__ KernelArgs<Cfg, Output> args) {
   using Shape = KernelShape<Cfg, D, Warps>;
   using Logit = typename Cfg::Logit;

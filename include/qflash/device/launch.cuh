@@ -33,7 +33,8 @@
 
 namespace qflash::device {
 
-/// Warps per CTA used by the launcher (16 query rows per warp).
+/// Warps per CTA of the general kernel (16 query rows per warp), and of the in-place kernel
+/// where launch_in_place does not pick kInPlaceWideWarps<D>.
 inline constexpr int kDefaultWarps = 4;
 
 namespace detail {
@@ -59,11 +60,25 @@ inline Status check_device() {
   return major >= 8 ? Status::ok : Status::unsupported_device;
 }
 
-/// The in-place kernel (bias- and mask-free launches of an InPlaceConfig).
-template <KernelConfig Cfg, OutputPolicy Output, int D>
-Status launch_in_place(KernelArgs<Cfg, Output>& args, std::int64_t blocks, cudaStream_t stream) {
-  using Shape = KernelShape<Cfg, D, kDefaultWarps>;
-  auto kernel = in_place_attention_kernel<Cfg, Output, D, kDefaultWarps>;
+/// The grid of a kernel with block_m query rows per CTA, one CTA per (batch, head, query tile),
+/// and the divider block_place splits it with; too_many_heads past 2^31 - 1 CTAs.
+template <class Args>
+Status set_grid(Args& args, int block_m, std::int64_t& blocks) {
+  const Tensor4<const std::int8_t>& q = args.problem.q;
+  const std::int64_t q_tiles = (q.seq + block_m - 1) / block_m;
+  blocks = q_tiles * q.heads * q.batch;
+  if (blocks > 0x7fffffff) return Status::too_many_heads;
+  args.by_q_tiles = FastDivide::make(static_cast<std::uint32_t>(q_tiles));
+  return Status::ok;
+}
+
+/// The in-place kernel (bias- and mask-free launches of an InPlaceConfig) with Warps per CTA.
+template <KernelConfig Cfg, OutputPolicy Output, int D, int Warps>
+Status launch_in_place_with(KernelArgs<Cfg, Output>& args, cudaStream_t stream) {
+  using Shape = KernelShape<Cfg, D, Warps>;
+  auto kernel = in_place_attention_kernel<Cfg, Output, D, Warps>;
+  std::int64_t blocks = 0;
+  if (const Status s = set_grid(args, Shape::block_m, blocks); s != Status::ok) return s;
   if constexpr (Shape::smem_bytes > 48 * 1024) {  // raised once per instance
     static const cudaError_t configured = cudaFuncSetAttribute(
         kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Shape::smem_bytes);
@@ -73,18 +88,33 @@ Status launch_in_place(KernelArgs<Cfg, Output>& args, std::int64_t blocks, cudaS
   return cudaPeekAtLastError() == cudaSuccess ? Status::ok : Status::cuda_error;
 }
 
+/// The in-place kernel with kInPlaceWideWarps<D> warps per CTA, or 4 when every query row fits
+/// one CTA of 4 warps (a wider CTA would only add idle rows).
+template <KernelConfig Cfg, OutputPolicy Output, int D>
+Status launch_in_place(KernelArgs<Cfg, Output>& args, cudaStream_t stream) {
+  constexpr int wide = kInPlaceWideWarps<D>;
+  if constexpr (wide != kDefaultWarps) {
+    if (args.problem.q.seq > 16 * kDefaultWarps) {
+      return launch_in_place_with<Cfg, Output, D, wide>(args, stream);
+    }
+  }
+  return launch_in_place_with<Cfg, Output, D, kDefaultWarps>(args, stream);
+}
+
 template <KernelConfig Cfg, OutputPolicy Output, int D, bool Extras>
-Status launch_instance(KernelArgs<Cfg, Output>& args, std::int64_t blocks, cudaStream_t stream) {
+Status launch_instance(KernelArgs<Cfg, Output>& args, cudaStream_t stream) {
   // A softmax that declares in-place accumulation must provide every hook of InPlaceConfig (a
   // missing one is a compile error here, not a silent fallback to the general kernel).
   if constexpr (SoftmaxTraits<typename Cfg::Softmax>::accumulates_in_place && !Extras) {
     static_assert(InPlaceConfig<Cfg>,
                   "qflash: accumulates_in_place declared, InPlaceConfig not met");
-    return launch_in_place<Cfg, Output, D>(args, blocks, stream);
+    return launch_in_place<Cfg, Output, D>(args, stream);
   } else {  // (an else: the general instance is not compiled where it is never launched)
     using Shape = KernelShape<Cfg, D, kDefaultWarps>;
     constexpr bool pairs = kPairsBlocks<Cfg, D, kDefaultWarps>;
     auto kernel = flash_attention_kernel<Cfg, Output, D, kDefaultWarps, Extras>;
+    std::int64_t blocks = 0;
+    if (const Status s = set_grid(args, Shape::block_m, blocks); s != Status::ok) return s;
     // The limit is raised once per instance, to the paired size if the instance can pair.
     constexpr int max_smem = pairs ? Shape::smem_bytes_paired : Shape::smem_bytes;
     if constexpr (max_smem > 48 * 1024) {
@@ -103,10 +133,10 @@ Status launch_instance(KernelArgs<Cfg, Output>& args, std::int64_t blocks, cudaS
 
 /// The instance without bias/mask code unless the launch has a bias or a mask.
 template <KernelConfig Cfg, OutputPolicy Output, int D>
-Status launch_for_dim(KernelArgs<Cfg, Output>& args, std::int64_t blocks, cudaStream_t stream) {
+Status launch_for_dim(KernelArgs<Cfg, Output>& args, cudaStream_t stream) {
   const bool extras = args.problem.bias.kind != BiasKind::none || args.problem.mask.windows != 0;
-  return extras ? launch_instance<Cfg, Output, D, true>(args, blocks, stream)
-                : launch_instance<Cfg, Output, D, false>(args, blocks, stream);
+  return extras ? launch_instance<Cfg, Output, D, true>(args, stream)
+                : launch_instance<Cfg, Output, D, false>(args, stream);
 }
 
 template <KernelConfig Cfg, OutputPolicy Output>
@@ -130,17 +160,11 @@ Status launch(const AttentionProblem& problem, const Tensor4<typename Output::va
   s = check_device();
   if (s != Status::ok) return s;
 
-  constexpr int block_m = 16 * kDefaultWarps;
-  const std::int64_t q_tiles = (problem.q.seq + block_m - 1) / block_m;
-  const std::int64_t blocks = q_tiles * problem.q.heads * problem.q.batch;
-  if (blocks > 0x7fffffff) return Status::too_many_heads;
-
   KernelArgs<Cfg, Output> args{};
   args.problem = problem;
   args.out = out;
   args.device_params = device_params;
   args.param_count = count;
-  args.by_q_tiles = FastDivide::make(static_cast<std::uint32_t>(q_tiles));
   args.by_heads = FastDivide::make(static_cast<std::uint32_t>(problem.q.heads));
   args.paired_output =
       out.stride_dim == 1 && out.stride_seq % 2 == 0 && out.stride_head % 2 == 0 &&
@@ -152,15 +176,15 @@ Status launch(const AttentionProblem& problem, const Tensor4<typename Output::va
   }
   switch (problem.q.dim) {
     case 32:
-      return launch_for_dim<Cfg, Output, 32>(args, blocks, stream);
+      return launch_for_dim<Cfg, Output, 32>(args, stream);
     case 64:
-      return launch_for_dim<Cfg, Output, 64>(args, blocks, stream);
+      return launch_for_dim<Cfg, Output, 64>(args, stream);
     case 80:
-      return launch_for_dim<Cfg, Output, 80>(args, blocks, stream);
+      return launch_for_dim<Cfg, Output, 80>(args, stream);
     case 96:
-      return launch_for_dim<Cfg, Output, 96>(args, blocks, stream);
+      return launch_for_dim<Cfg, Output, 96>(args, stream);
     case 128:
-      return launch_for_dim<Cfg, Output, 128>(args, blocks, stream);
+      return launch_for_dim<Cfg, Output, 128>(args, stream);
     default:
       return Status::unsupported_head_dim;
   }
