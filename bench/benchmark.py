@@ -22,7 +22,7 @@ number of calls; that includes the idle power of the card while it runs the call
 
 Usage: python3 bench/benchmark.py --lib build/bench/libqflash_capi.so [--suite paper|large|sweep|all
        or a comma list, e.g. large,sweep]
-       [--presets fast,precise,paper] [--official path/to/qflash-repo] [--energy] [--tsv out.tsv]
+       [--presets fast,precise,paper] [--official path/to/qflash-repo] [--energy] [--tsv out.tsv [--append]]
 """
 import argparse
 import ctypes
@@ -272,6 +272,8 @@ def main():
     ap.add_argument("--outputs", default="s8")
     ap.add_argument("--official", default=None, help="path of a checkout of the released QFlash code")
     ap.add_argument("--tsv", default=None)
+    ap.add_argument("--append", action="store_true",
+                    help="add this run's rows (after a comment line with its header) to an existing --tsv")
     ap.add_argument("--energy", action="store_true", help="NVML energy per call for every row")
     args = ap.parse_args()
     if args.energy:
@@ -291,7 +293,10 @@ def main():
     header = (f"# {torch.cuda.get_device_name()} | torch {torch.__version__} | triton {triton.__version__} | "
               f"{datetime.date.today()} | commit {commit}")
     print(header)
-    if args.tsv:
+    if args.tsv and args.append and os.path.exists(args.tsv):
+        with open(args.tsv, "a") as f:
+            f.write(header + "\n")
+    elif args.tsv:
         with open(args.tsv, "w") as f:
             f.write(header + "\n")
             f.write("workload\tbatch\tmethod\tms\tTOPS\tSQNR_dB\tqueued_ms\tmJ_per_call\n")

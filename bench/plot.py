@@ -35,8 +35,8 @@ def read_tsv(path):
     header, rows = "", []
     with open(path) as f:
         for line in f:
-            if line.startswith("#"):
-                header = line[1:].strip()
+            if line.startswith("#"):  # the first comment line is the run's header (device, commit)
+                header = header or line[1:].strip()
                 continue
             cells = line.rstrip("\n").split("\t")
             if cells[0] == "workload":
