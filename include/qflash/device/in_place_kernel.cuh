@@ -62,6 +62,11 @@ QFLASH_DEVICE std::uint32_t quad_sum(std::uint32_t x) {
 template <int D>
 inline constexpr int kInPlaceWideWarps = D <= 64 ? 4 : 8;
 
+/// Whether a step whose K/V rows all exist copies them without row tests: above D = 64 (for
+/// D = 64 and 32 the extra branch made the loop slower; docs/benchmarks.md).
+template <int D>
+inline constexpr bool kInPlaceUncheckedFullCopies = D > 64;
+
 /// Resident CTAs per SM the register budget must allow: 4 CTAs of 4 warps up to D = 64 (128
 /// registers per thread), 3 of 4 above (168: the accumulators of D = 128 alone take 64), 2 of 8.
 template <int D, int Warps>
@@ -117,8 +122,10 @@ __global__ void __launch_bounds__(32 * Warps, kInPlaceMinBlocksPerSm<D, Warps>)
         nq - row0);
   }
   const auto load_step = [&](int stage, std::int64_t key0) {
-    k_copier.issue(k_s + stage * Shape::k_bytes, k_head + key0 * p.k.stride_seq, nkv - key0);
-    v_copier.issue(vn_s + stage * Shape::vn_bytes, v_head + key0 * p.v.stride_seq, nkv - key0);
+    k_copier.template issue_step<kInPlaceUncheckedFullCopies<D>>(
+        k_s + stage * Shape::k_bytes, k_head + key0 * p.k.stride_seq, nkv - key0);
+    v_copier.template issue_step<kInPlaceUncheckedFullCopies<D>>(
+        vn_s + stage * Shape::vn_bytes, v_head + key0 * p.v.stride_seq, nkv - key0);
     cp_async_commit();
   };
   const auto steps = static_cast<int>((nkv + STEP - 1) / STEP);
@@ -166,13 +173,17 @@ __global__ void __launch_bounds__(32 * Warps, kInPlaceMinBlocksPerSm<D, Warps>)
     rows.frame[1] = frame[1];
   };
 
-  // scores, frames and softmax of one step; `Ragged`: keys at or past keys_left are padding.
-  const auto block_softmax = [&]<bool Ragged>(detail::ProbabilityFragments<Shape>& prob,
-                                              const std::uint8_t* ks, int keys_left, bool started) {
+  // scores, frames and softmax of one step on its first `Live` n8 tiles, of which those below
+  // `Tested` hold only keys (a full step: Live = Tested = n_tiles); keys at or past keys_left
+  // are padding, and tiles from Live on hold none (P = 0 there).
+  const auto block_softmax = [&]<int Live, int Tested>(detail::ProbabilityFragments<Shape>& prob,
+                                                       const std::uint8_t* ks, int keys_left,
+                                                       bool started) {
+    static_assert(Tested <= Live && Live <= Shape::n_tiles && Live % 2 == 0);
     std::int32_t s[Shape::n_tiles][4] = {};
-    detail::qk_scores<Shape, Shape::n_tiles>(s, q_frag, ks, lane);
+    detail::qk_scores<Shape, Live>(s, q_frag, ks, lane);
     const auto visible = [&](int nt, int e) {
-      return !Ragged || 8 * nt + 2 * quad + (e % 2) < keys_left;
+      return nt < Tested || (nt < Live && 8 * nt + 2 * quad + (e % 2) < keys_left);
     };
     std::int32_t tile_max[2] = {IntTraits<std::int32_t>::min, IntTraits<std::int32_t>::min};
     QFLASH_UNROLL
@@ -197,6 +208,10 @@ __global__ void __launch_bounds__(32 * Warps, kInPlaceMinBlocksPerSm<D, Warps>)
     for (int r = 0; r < 2; ++r) {  // row by row: the row's offset stays in one register
       QFLASH_UNROLL
       for (int nt = 0; nt < Shape::n_tiles; nt += 2) {
+        if (nt >= Live) {  // no key in tiles nt, nt + 1
+          prob.reg[nt / 4][r + 2 * ((nt / 2) % 2)] = 0;
+          continue;
+        }
         std::uint32_t kept[4];  // keys (nt, 2q), (nt, 2q+1), (nt+1, 2q), (nt+1, 2q+1) of row r
         QFLASH_UNROLL
         for (int i = 0; i < 4; ++i) {
@@ -237,25 +252,42 @@ __global__ void __launch_bounds__(32 * Warps, kInPlaceMinBlocksPerSm<D, Warps>)
     }
   };
 
-  for (int step = 0; step < steps; ++step) {
+  // One KV step: its K/V visible, the next step's load issued, V^T built, then scores and
+  // block softmax (`softmax_of(prob, ks, keys_left)`), then P V. `Full`: all STEP keys exist.
+  const auto kv_step = [&]<bool Full>(int step, const auto& softmax_of) {
     const int stage = step & 1;
     const std::int64_t key0 = static_cast<std::int64_t>(step) * STEP;
-    const int keys_left = detail::step_keys<STEP>(nkv, step);
+    const int keys_left = Full ? STEP : detail::step_keys<STEP>(nkv, step);
     detail::await_step(step, steps);  // (A) step `step` (and Q) visible; step - 1 consumed
     if (step > 0 && step + 1 < steps) load_step(stage ^ 1, key0 + STEP);
     detail::transpose_v<Shape, D>(vn_s + stage * Shape::vn_bytes, vt_s);
     detail::ProbabilityFragments<Shape> prob;
     if (warp_active) {
       if (step == 0) detail::load_q_fragments<Shape>(q_frag, q_s, warp, lane);
-      const std::uint8_t* ks = k_s + stage * Shape::k_bytes;
-      if (keys_left == STEP) {
-        block_softmax.template operator()<false>(prob, ks, keys_left, step > 0);
-      } else {
-        block_softmax.template operator()<true>(prob, ks, keys_left, step > 0);
-      }
+      softmax_of(prob, k_s + stage * Shape::k_bytes, keys_left, step > 0);
     }
     __syncthreads();  // (B) vt_s complete
     if (warp_active) accumulate_pv(prob, keys_left);
+  };
+
+  // The full steps in the loop; a ragged last step after it, computing only its live n8 tiles
+  // (in pairs: one P register per pair), so that its variants do not weigh on the loop.
+  const auto full_steps = static_cast<int>(nkv / STEP);
+  for (int step = 0; step < full_steps; ++step) {
+    kv_step.template operator()<true>(
+        step, [&](auto& prob, const std::uint8_t* ks, int keys_left, bool started) {
+          block_softmax.template operator()<Shape::n_tiles, Shape::n_tiles>(prob, ks, keys_left,
+                                                                            started);
+        });
+  }
+  if (full_steps < steps) {
+    kv_step.template operator()<false>(
+        full_steps, [&](auto& prob, const std::uint8_t* ks, int keys_left, bool started) {
+          constexpr int G = Shape::live_granularity < 2 ? 2 : Shape::live_granularity;
+          detail::with_live_tiles<Shape::n_tiles, G>(keys_left, [&]<int Live, int Tested>() {
+            block_softmax.template operator()<Live, Tested>(prob, ks, keys_left, started);
+          });
+        });
   }
 
   // epilogue: each row's output policy from its frame and sum; rows at or past Nq are skipped.

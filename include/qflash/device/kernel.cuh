@@ -125,7 +125,8 @@ struct TileCopier {
   QFLASH_DEVICE explicit TileCopier(std::int64_t stride) : stride_seq(stride) {}
 
   /// Copies rows [0, Rows) starting at `first` (a pointer to token 0 of the tile); rows at or
-  /// past `rows_left` are zero-filled.
+  /// past `rows_left` are zero-filled. `Bounded = false`: the caller knows rows_left >= Rows.
+  template <bool Bounded = true>
   QFLASH_DEVICE void issue(std::uint8_t* smem, const std::int8_t* first,
                            std::int64_t rows_left) const {
     QFLASH_UNROLL
@@ -133,9 +134,21 @@ struct TileCopier {
       const int i = static_cast<int>(threadIdx.x) + k * Threads;
       if (total % Threads != 0 && i >= total) continue;
       const int row = i / chunks, chunk = i % chunks;
-      const bool valid = row < rows_left;
+      const bool valid = !Bounded || row < rows_left;
       cp_async_16(smem + row * SmemStride + chunk * 16,
                   valid ? first + row * stride_seq + chunk * 16 : first, valid);
+    }
+  }
+
+  /// issue(); with `UncheckedWhenFull`, a tile whose rows all exist (rows_left >= Rows) skips
+  /// the row tests (a warp-uniform branch).
+  template <bool UncheckedWhenFull>
+  QFLASH_DEVICE void issue_step(std::uint8_t* smem, const std::int8_t* first,
+                                std::int64_t rows_left) const {
+    if (UncheckedWhenFull && rows_left >= Rows) {
+      issue<false>(smem, first, rows_left);
+    } else {
+      issue<true>(smem, first, rows_left);
     }
   }
 };
@@ -196,6 +209,20 @@ template <int Step>
 QFLASH_DEVICE int step_keys(std::int64_t nkv, int step) {
   const std::int64_t left = nkv - static_cast<std::int64_t>(step) * Step;
   return static_cast<int>(left < Step ? left : Step);
+}
+
+/// Calls `f.template operator()<Live, Tested>()` for a ragged step of `keys_left` keys
+/// (0 < keys_left < 8 * NTiles): Live = its n8 tiles that hold a key, rounded up to a multiple
+/// of G, and Tested = Live - G (the tiles below hold only keys). NTiles / G instantiations.
+template <int NTiles, int G, class F>
+QFLASH_DEVICE void with_live_tiles(int keys_left, F&& f) {
+  static_assert(NTiles % G == 0);
+  const int live_groups = (keys_left + 8 * G - 1) / (8 * G);
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    (void)((live_groups == I + 1 ? (f.template operator()<(I + 1) * G, I * G>(), true) : false) ||
+           ...);
+  }
+  (std::make_integer_sequence<int, NTiles / G>{});
 }
 
 /// The top of a KV step of the two-stage pipeline: waits for the step's cp.async group (and Q's;
@@ -557,14 +584,7 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
     } else if (keys_left == STEP) {
       run.template operator()<kAll, kAll>();
     } else {
-      constexpr int G = Shape::live_granularity;
-      const int live_groups = (keys_left + 8 * G - 1) / (8 * G);
-      [&]<int... I>(std::integer_sequence<int, I...>) {
-        (void)((live_groups == I + 1 ? (run.template operator()<(I + 1) * G, I * G>(), true)
-                                     : false) ||
-               ...);
-      }
-      (std::make_integer_sequence<int, kAll / G>{});
+      detail::with_live_tiles<kAll, Shape::live_granularity>(keys_left, run);
     }
   };
 
