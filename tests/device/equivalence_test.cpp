@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "qflash_instances.hpp"
@@ -116,16 +117,16 @@ TEST_CASE("gpu == reference: A1-A7 at batch 1 and 8, every preset and output", "
 
 TEST_CASE("gpu == reference: edge sets", "[gpu][edge]") {
   struct Edge {
-    const char* name;
+    std::string name;
     EquivalenceCase c;
   };
   std::vector<Edge> edges;
-  const auto add = [&edges](const char* name, auto&& tweak) {
+  const auto add = [&edges](std::string name, auto&& tweak) {
     EquivalenceCase c;
     c.heads = 2;
     c.seq_q = c.seq_kv = 197;
     tweak(c);
-    edges.push_back({name, c});
+    edges.push_back({std::move(name), c});
   };
   add("all 127", [](EquivalenceCase& c) {
     c.pattern = InputPattern::all_max;
@@ -167,6 +168,20 @@ TEST_CASE("gpu == reference: edge sets", "[gpu][edge]") {
     c.seq_q = 300;
     c.seq_kv = 150;
   });
+  // The in-place kernel's ragged last step runs after its loop on its live n8 tiles, in groups
+  // of two (16 keys): 16 and 17 keys fall on either side of the first group boundary, 48 and 63
+  // fill the third group and nearly the fourth.
+  for (const int head_dim : {64, 128}) {
+    for (const int last : {16, 17, 48, 63}) {
+      add("D = " + std::to_string(head_dim) + ", Nkv 64 + " + std::to_string(last) +
+              " (ragged last step)",
+          [head_dim, last](EquivalenceCase& c) {
+            c.head_dim = head_dim;
+            c.seq_q = 70;
+            c.seq_kv = 64 + last;
+          });
+    }
+  }
   add("BNHD layout", [](EquivalenceCase& c) { c.layout = Layout::bnhd; });
   add("padded rows", [](EquivalenceCase& c) {
     c.layout = Layout::padded;
