@@ -168,11 +168,11 @@ TEST_CASE("gpu == reference: edge sets", "[gpu][edge]") {
     c.seq_q = 300;
     c.seq_kv = 150;
   });
-  // The in-place kernel's ragged last step runs after its loop on its live n8 tiles, in groups
-  // of two (16 keys): 16 and 17 keys fall on either side of the first group boundary, 48 and 63
-  // fill the third group and nearly the fourth.
-  for (const int head_dim : {64, 128}) {
-    for (const int last : {16, 17, 48, 63}) {
+  // The in-place kernel's ragged last step runs after its loop on its live n8 tiles (one
+  // variant per count of live tiles, 1 to 8): last-step key counts of 1, 9, ..., 57 open each
+  // count with one key in its last tile; 8, 16, 40 and 63 fill a tile (or nearly: 63).
+  for (const int head_dim : {32, 64, 128}) {
+    for (const int last : {1, 8, 9, 16, 17, 25, 33, 40, 41, 49, 57, 63}) {
       add("D = " + std::to_string(head_dim) + ", Nkv 64 + " + std::to_string(last) +
               " (ragged last step)",
           [head_dim, last](EquivalenceCase& c) {
@@ -182,6 +182,11 @@ TEST_CASE("gpu == reference: edge sets", "[gpu][edge]") {
           });
     }
   }
+  // A single ragged step (no loop), the Swin window shape: 49 keys, 7 live tiles.
+  add("D = 32, N = 49 (one ragged step)", [](EquivalenceCase& c) {
+    c.head_dim = 32;
+    c.seq_q = c.seq_kv = 49;
+  });
   add("BNHD layout", [](EquivalenceCase& c) { c.layout = Layout::bnhd; });
   add("padded rows", [](EquivalenceCase& c) {
     c.layout = Layout::padded;

@@ -175,11 +175,12 @@ __global__ void __launch_bounds__(32 * Warps, kInPlaceMinBlocksPerSm<D, Warps>)
 
   // scores, frames and softmax of one step on its first `Live` n8 tiles, of which those below
   // `Tested` hold only keys (a full step: Live = Tested = n_tiles); keys at or past keys_left
-  // are padding, and tiles from Live on hold none (P = 0 there).
+  // are padding, and tiles from Live on hold none (P = 0 there, also in the second half of the
+  // last pair's P register when Live is odd).
   const auto block_softmax = [&]<int Live, int Tested>(detail::ProbabilityFragments<Shape>& prob,
                                                        const std::uint8_t* ks, int keys_left,
                                                        bool started) {
-    static_assert(Tested <= Live && Live <= Shape::n_tiles && Live % 2 == 0);
+    static_assert(Tested <= Live && Live <= Shape::n_tiles);
     std::int32_t s[Shape::n_tiles][4] = {};
     detail::qk_scores<Shape, Live>(s, q_frag, ks, lane);
     const auto visible = [&](int nt, int e) {
@@ -271,7 +272,8 @@ __global__ void __launch_bounds__(32 * Warps, kInPlaceMinBlocksPerSm<D, Warps>)
   };
 
   // The full steps in the loop; a ragged last step after it, computing only its live n8 tiles
-  // (in pairs: one P register per pair), so that its variants do not weigh on the loop.
+  // (one variant per live count for steps of up to 8 tiles, in groups above), so that its
+  // variants do not weigh on the loop.
   const auto full_steps = static_cast<int>(nkv / STEP);
   for (int step = 0; step < full_steps; ++step) {
     kv_step.template operator()<true>(
@@ -283,7 +285,7 @@ __global__ void __launch_bounds__(32 * Warps, kInPlaceMinBlocksPerSm<D, Warps>)
   if (full_steps < steps) {
     kv_step.template operator()<false>(
         full_steps, [&](auto& prob, const std::uint8_t* ks, int keys_left, bool started) {
-          constexpr int G = Shape::live_granularity < 2 ? 2 : Shape::live_granularity;
+          constexpr int G = Shape::n_tiles <= 8 ? 1 : Shape::live_granularity;
           detail::with_live_tiles<Shape::n_tiles, G>(keys_left, [&]<int Live, int Tested>() {
             block_softmax.template operator()<Live, Tested>(prob, ks, keys_left, started);
           });
@@ -291,13 +293,21 @@ __global__ void __launch_bounds__(32 * Warps, kInPlaceMinBlocksPerSm<D, Warps>)
   }
 
   // epilogue: each row's output policy from its frame and sum; rows at or past Nq are skipped.
+  // The four lanes of a quad hold both rows' states: even lanes prepare row lane / 4, odd lanes
+  // row lane / 4 + 8, and each pair swaps its results (one prepare, with its 64-bit division, per
+  // lane instead of two).
   if (warp_active) {
+    const int mine = quad & 1;
+    const typename Output::Row prepared = finalize_row<Output>(
+        RowState{mine == 0 ? rows.frame[0] : rows.frame[1], mine == 0 ? rows.sum[0] : rows.sum[1],
+                 steps > 0},
+        prm.output);
+    const typename Output::Row other = detail::shuffle_xor(prepared, 1);
     QFLASH_UNROLL
     for (int r = 0; r < 2; ++r) {
       const std::int64_t row = warp_row0 + lane / 4 + 8 * r;
       if (row >= nq) continue;
-      const typename Output::Row output_row =
-          finalize_row<Output>(RowState{rows.frame[r], rows.sum[r], steps > 0}, prm.output);
+      const typename Output::Row output_row = r == mine ? prepared : other;
       detail::store_row<Shape::d_tiles>(
           args.out, args.paired_output, place.z, place.h, row, quad, [&](int dn, int c) {
             return Output::apply(
