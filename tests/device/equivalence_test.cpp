@@ -2,6 +2,8 @@
 // GPU output == host reference, bit for bit: the paper's workloads, edge sets, Swin-shaped bias
 // and masks, and seeded random configurations. Every mismatch report names the seed, the count
 // and the first and last differing indices.
+#include <cuda_runtime.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -220,6 +222,29 @@ TEST_CASE("gpu == reference: edge sets", "[gpu][edge]") {
   for (const Edge& e : edges) {
     for (const Preset p : kPresets) {
       for (const OutputType o : kOutputs) jobs.push_back({p, o, e.c, e.name});
+    }
+  }
+  CHECK(run_jobs(jobs) == 0);
+}
+
+TEST_CASE("gpu == reference: Swin-sized D = 32 launches on both in-place instances",
+          "[gpu][large]") {
+  // launch.cuh: a launch of at least 8 waves of 4 CTAs per SM (one CTA per head at N = 49)
+  // runs the 6-CTA instance (kInPlaceLargeLaunchMinBlocksPerSm), smaller ones the default. The
+  // large case has twice that many CTAs, the small one under half as many.
+  int device = 0, sms = 0;
+  REQUIRE(cudaGetDevice(&device) == cudaSuccess);
+  REQUIRE(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) == cudaSuccess);
+  std::vector<Job> jobs;
+  for (const std::int64_t ctas : {std::int64_t{64} * sms, std::int64_t{15} * sms}) {
+    EquivalenceCase c;
+    c.heads = 4;
+    c.batch = ctas / c.heads;
+    c.seq_q = c.seq_kv = 49;
+    c.head_dim = 32;
+    c.seed = 11;
+    for (const OutputType o : kOutputs) {
+      jobs.push_back({Preset::fast, o, c, std::to_string(c.batch * c.heads) + " CTAs"});
     }
   }
   CHECK(run_jobs(jobs) == 0);

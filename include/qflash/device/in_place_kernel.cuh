@@ -72,8 +72,19 @@ inline constexpr bool kInPlaceUncheckedFullCopies = D > 64;
 template <int D, int Warps>
 inline constexpr int kInPlaceMinBlocksPerSm = Warps == 8 ? 2 : (D <= 64 ? 4 : 3);
 
-template <InPlaceConfig Cfg, OutputPolicy Output, int D, int Warps>
-__global__ void __launch_bounds__(32 * Warps, kInPlaceMinBlocksPerSm<D, Warps>)
+/// Resident CTAs per SM of a second instance for large launches, or 0 for none: at D = 32, 6
+/// CTAs of 4 warps (80 registers). Many one-step CTAs (Swin windows: 12,288) run 5 % faster
+/// with more of them in flight; launches of a few waves run 1-5 % slower at 80 registers, so
+/// they keep kInPlaceMinBlocksPerSm (docs/benchmarks.md).
+template <int D>
+inline constexpr int kInPlaceLargeLaunchMinBlocksPerSm = D == 32 ? 6 : 0;
+
+/// A launch is large from this many waves of kInPlaceMinBlocksPerSm CTAs per SM on.
+inline constexpr int kInPlaceLargeLaunchWaves = 8;
+
+template <InPlaceConfig Cfg, OutputPolicy Output, int D, int Warps,
+          int MinBlocksPerSm = kInPlaceMinBlocksPerSm<D, Warps>>
+__global__ void __launch_bounds__(32 * Warps, MinBlocksPerSm)
     in_place_attention_kernel(const __grid_constant__ KernelArgs<Cfg, Output> args) {
   using Shape = KernelShape<Cfg, D, Warps>;
   using Logit = typename Cfg::Logit;
@@ -298,10 +309,10 @@ __global__ void __launch_bounds__(32 * Warps, kInPlaceMinBlocksPerSm<D, Warps>)
   // lane instead of two).
   if (warp_active) {
     const int mine = quad & 1;
-    const typename Output::Row prepared = finalize_row<Output>(
-        RowState{mine == 0 ? rows.frame[0] : rows.frame[1], mine == 0 ? rows.sum[0] : rows.sum[1],
-                 steps > 0},
-        prm.output);
+    const typename Output::Row prepared =
+        finalize_row<Output>(RowState{mine == 0 ? rows.frame[0] : rows.frame[1],
+                                      mine == 0 ? rows.sum[0] : rows.sum[1], steps > 0},
+                             prm.output);
     const typename Output::Row other = detail::shuffle_xor(prepared, 1);
     QFLASH_UNROLL
     for (int r = 0; r < 2; ++r) {

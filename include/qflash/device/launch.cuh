@@ -72,11 +72,13 @@ Status set_grid(Args& args, int block_m, std::int64_t& blocks) {
   return Status::ok;
 }
 
-/// The in-place kernel (bias- and mask-free launches of an InPlaceConfig) with Warps per CTA.
-template <KernelConfig Cfg, OutputPolicy Output, int D, int Warps>
+/// The in-place kernel (bias- and mask-free launches of an InPlaceConfig) with Warps per CTA,
+/// compiled for MinBlocksPerSm resident CTAs per SM.
+template <KernelConfig Cfg, OutputPolicy Output, int D, int Warps,
+          int MinBlocksPerSm = kInPlaceMinBlocksPerSm<D, Warps>>
 Status launch_in_place_with(KernelArgs<Cfg, Output>& args, cudaStream_t stream) {
   using Shape = KernelShape<Cfg, D, Warps>;
-  auto kernel = in_place_attention_kernel<Cfg, Output, D, Warps>;
+  auto kernel = in_place_attention_kernel<Cfg, Output, D, Warps, MinBlocksPerSm>;
   std::int64_t blocks = 0;
   if (const Status s = set_grid(args, Shape::block_m, blocks); s != Status::ok) return s;
   if constexpr (Shape::smem_bytes > 48 * 1024) {  // raised once per instance
@@ -88,11 +90,34 @@ Status launch_in_place_with(KernelArgs<Cfg, Output>& args, cudaStream_t stream) 
   return cudaPeekAtLastError() == cudaSuccess ? Status::ok : Status::cuda_error;
 }
 
+/// Whether a launch of 4-warp CTAs spans at least kInPlaceLargeLaunchWaves waves of
+/// kInPlaceMinBlocksPerSm<D, 4> CTAs per SM on the current device.
+template <int D>
+bool is_large_in_place_launch(const AttentionProblem& p) {
+  int device = 0, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    cudaGetLastError();
+    return false;  // the default instance serves every launch
+  }
+  const std::int64_t ctas =
+      (p.q.seq + 16 * kDefaultWarps - 1) / (16 * kDefaultWarps) * p.q.heads * p.q.batch;
+  return ctas >=
+         std::int64_t{kInPlaceLargeLaunchWaves} * kInPlaceMinBlocksPerSm<D, kDefaultWarps> * sms;
+}
+
 /// The in-place kernel with kInPlaceWideWarps<D> warps per CTA, or 4 when every query row fits
-/// one CTA of 4 warps (a wider CTA would only add idle rows).
+/// one CTA of 4 warps (a wider CTA would only add idle rows); a large launch of 4-warp CTAs
+/// takes the kInPlaceLargeLaunchMinBlocksPerSm<D> instance where there is one.
 template <KernelConfig Cfg, OutputPolicy Output, int D>
 Status launch_in_place(KernelArgs<Cfg, Output>& args, cudaStream_t stream) {
   constexpr int wide = kInPlaceWideWarps<D>;
+  constexpr int large_launch_blocks = kInPlaceLargeLaunchMinBlocksPerSm<D>;
+  if constexpr (large_launch_blocks != 0 && wide == kDefaultWarps) {
+    if (is_large_in_place_launch<D>(args.problem)) {
+      return launch_in_place_with<Cfg, Output, D, kDefaultWarps, large_launch_blocks>(args, stream);
+    }
+  }
   if constexpr (wide != kDefaultWarps) {
     if (args.problem.q.seq > 16 * kDefaultWarps) {
       return launch_in_place_with<Cfg, Output, D, wide>(args, stream);
