@@ -73,7 +73,7 @@ template <int D, int Warps>
 inline constexpr int kInPlaceMinBlocksPerSm = Warps == 8 ? 2 : (D <= 64 ? 4 : 3);
 
 /// Resident CTAs per SM of a second instance for large launches, or 0 for none: at D = 32, 6
-/// CTAs of 4 warps (80 registers). Many one-step CTAs (Swin windows: 12,288) run 5 % faster
+/// CTAs of 4 warps (80 registers). Many one-step CTAs (Swin windows: 12,288) run 4-5 % faster
 /// with more of them in flight; launches of a few waves run 1-5 % slower at 80 registers, so
 /// they keep kInPlaceMinBlocksPerSm (docs/benchmarks.md).
 template <int D>

@@ -95,7 +95,8 @@ struct KernelShape {
   /// With KernelArgs::paired_blocks: a second vt buffer after the first.
   static constexpr int smem_bytes_paired = smem_bytes + vt_bytes;
   static constexpr int n_tiles = step_keys / 8;  ///< n8 tiles of S per warp and step
-  /// The ragged last block computes its live n8 tiles in groups of this many (4 variants).
+  /// The general kernel's ragged last block computes its live n8 tiles in groups of this many
+  /// (4 variants); the in-place kernel uses it only for steps of more than 8 tiles.
   static constexpr int live_granularity = n_tiles / 4;
   static constexpr int k_chunks_qk = d_padded / 32;
   static constexpr int k_chunks_pv = step_keys / 32;  ///< k32 chunks of P V per step
