@@ -5,6 +5,7 @@
 //  - ScaledLog2Logit: calibrate's statuses and ranges, apply against S * sm_scale * 2^16;
 //  - FrameSoftmax: the biased rescale equals the plain one; frame moves; the overflow bounds of
 //    the class comment over adversarial row sequences of max_keys keys.
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -282,6 +283,30 @@ TEST_CASE("fast softmax: frame moves", "[softmax][fast]") {
   CHECK(Softmax::reference_max(row, 120 << 16) == 120 << 16);
   CHECK(Softmax::headroom_octaves(std::int64_t{1} << 26) == 0);
   CHECK(Softmax::headroom_octaves(-5) == 26);
+  // The 32-bit width it takes below 2^kHeadroomBits is the 64-bit width's: every power of two
+  // and its neighbours, and the extremes.
+  const auto wide_room = [](std::int64_t sum) {
+    const int room =
+        Softmax::kHeadroomBits -
+        static_cast<int>(std::bit_width(static_cast<std::uint64_t>(sum < 0 ? 0 : sum)));
+    return room < 0 ? 0 : room;
+  };
+  int checked = 0;
+  for (int b = 0; b < 63; ++b) {
+    for (const std::int64_t delta : {-1, 0, 1}) {
+      for (const std::int64_t sign : {1, -1}) {
+        const std::int64_t sum = sign * ((std::int64_t{1} << b) + delta);
+        INFO("sum " << sum);
+        CHECK(Softmax::headroom_octaves(sum) == wide_room(sum));
+        ++checked;
+      }
+    }
+  }
+  for (const std::int64_t sum : {std::numeric_limits<std::int64_t>::max(),
+                                 std::numeric_limits<std::int64_t>::min(), std::int64_t{0}}) {
+    CHECK(Softmax::headroom_octaves(sum) == wide_room(sum));
+  }
+  CHECK(checked == 63 * 6);
 }
 
 TEST_CASE("fast softmax: row sums and accumulators stay in int32 over max_keys keys",

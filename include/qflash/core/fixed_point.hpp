@@ -150,6 +150,14 @@ QFLASH_HOST_DEVICE constexpr int bit_width(std::uint64_t x) noexcept {
   return static_cast<int>(std::bit_width(x));
 #endif
 }
+/// The 32-bit form: one FLO on the device.
+QFLASH_HOST_DEVICE constexpr int bit_width(std::uint32_t x) noexcept {
+#if defined(__CUDA_ARCH__)
+  return 32 - __clz(static_cast<int>(x));
+#else
+  return static_cast<int>(std::bit_width(x));
+#endif
+}
 
 /// x clamped to the range of OutT.
 template <std::integral OutT, std::integral InT>

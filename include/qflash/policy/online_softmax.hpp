@@ -186,9 +186,12 @@ struct FrameSoftmax {
   static constexpr int kHeadroomBits = 20 + Exp::sum_bits;
 
   /// Whole octaves the frame may move down for a row sum `sum` (0 when it has no headroom).
+  /// A sum of 2^kHeadroomBits or more has none; below, the width is that of a 32-bit value (so
+  /// the kernel's int32 sums take 32-bit code).
   QFLASH_HOST_DEVICE static constexpr std::int32_t headroom_octaves(std::int64_t sum) noexcept {
-    const int room = kHeadroomBits - bit_width(static_cast<std::uint64_t>(sum < 0 ? 0 : sum));
-    return room < 0 ? 0 : room;
+    static_assert(kHeadroomBits < 31);
+    if (sum >= (std::int64_t{1} << kHeadroomBits)) return 0;
+    return kHeadroomBits - bit_width(static_cast<std::uint32_t>(sum < 0 ? 0 : sum));
   }
 
   /// The frame this tile's P is quantized against (see the class comment).
