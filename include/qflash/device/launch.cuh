@@ -46,18 +46,25 @@ inline bool has_cp_async_strides(const Tensor4<const std::int8_t>& t) {
          t.stride_batch % 16 == 0;
 }
 
-inline Status check_device() {
+/// Ok on a device of compute capability 8.0 or newer, with its SM count in `sm_count`.
+inline Status check_device(int& sm_count) {
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess) {
     cudaGetLastError();
     return Status::no_cuda_device;
   }
   int major = 0;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
     cudaGetLastError();
     return Status::cuda_error;
   }
   return major >= 8 ? Status::ok : Status::unsupported_device;
+}
+
+/// Query tiles of block_m rows per (batch, head).
+inline std::int64_t query_tiles(const Tensor4<const std::int8_t>& q, int block_m) {
+  return (q.seq + block_m - 1) / block_m;
 }
 
 /// The grid of a kernel with block_m query rows per CTA, one CTA per (batch, head, query tile),
@@ -65,7 +72,7 @@ inline Status check_device() {
 template <class Args>
 Status set_grid(Args& args, int block_m, std::int64_t& blocks) {
   const Tensor4<const std::int8_t>& q = args.problem.q;
-  const std::int64_t q_tiles = (q.seq + block_m - 1) / block_m;
+  const std::int64_t q_tiles = query_tiles(q, block_m);
   blocks = q_tiles * q.heads * q.batch;
   if (blocks > 0x7fffffff) return Status::too_many_heads;
   args.by_q_tiles = FastDivide::make(static_cast<std::uint32_t>(q_tiles));
@@ -91,30 +98,23 @@ Status launch_in_place_with(KernelArgs<Cfg, Output>& args, cudaStream_t stream) 
 }
 
 /// Whether a launch of 4-warp CTAs spans at least kInPlaceLargeLaunchWaves waves of
-/// kInPlaceMinBlocksPerSm<D, 4> CTAs per SM on the current device.
+/// kInPlaceMinBlocksPerSm<D, 4> CTAs per SM on a device of `sm_count` SMs.
 template <int D>
-bool is_large_in_place_launch(const AttentionProblem& p) {
-  int device = 0, sms = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-    cudaGetLastError();
-    return false;  // the default instance serves every launch
-  }
-  const std::int64_t ctas =
-      (p.q.seq + 16 * kDefaultWarps - 1) / (16 * kDefaultWarps) * p.q.heads * p.q.batch;
-  return ctas >=
-         std::int64_t{kInPlaceLargeLaunchWaves} * kInPlaceMinBlocksPerSm<D, kDefaultWarps> * sms;
+bool is_large_in_place_launch(const AttentionProblem& p, int sm_count) {
+  const std::int64_t ctas = query_tiles(p.q, 16 * kDefaultWarps) * p.q.heads * p.q.batch;
+  return ctas >= std::int64_t{kInPlaceLargeLaunchWaves} * kInPlaceMinBlocksPerSm<D, kDefaultWarps> *
+                     sm_count;
 }
 
 /// The in-place kernel with kInPlaceWideWarps<D> warps per CTA, or 4 when every query row fits
 /// one CTA of 4 warps (a wider CTA would only add idle rows); a large launch of 4-warp CTAs
 /// takes the kInPlaceLargeLaunchMinBlocksPerSm<D> instance where there is one.
 template <KernelConfig Cfg, OutputPolicy Output, int D>
-Status launch_in_place(KernelArgs<Cfg, Output>& args, cudaStream_t stream) {
+Status launch_in_place(KernelArgs<Cfg, Output>& args, int sm_count, cudaStream_t stream) {
   constexpr int wide = kInPlaceWideWarps<D>;
   constexpr int large_launch_blocks = kInPlaceLargeLaunchMinBlocksPerSm<D>;
   if constexpr (large_launch_blocks != 0 && wide == kDefaultWarps) {
-    if (is_large_in_place_launch<D>(args.problem)) {
+    if (is_large_in_place_launch<D>(args.problem, sm_count)) {
       return launch_in_place_with<Cfg, Output, D, kDefaultWarps, large_launch_blocks>(args, stream);
     }
   }
@@ -127,14 +127,15 @@ Status launch_in_place(KernelArgs<Cfg, Output>& args, cudaStream_t stream) {
 }
 
 template <KernelConfig Cfg, OutputPolicy Output, int D, bool Extras>
-Status launch_instance(KernelArgs<Cfg, Output>& args, cudaStream_t stream) {
+Status launch_instance(KernelArgs<Cfg, Output>& args, int sm_count, cudaStream_t stream) {
   // A softmax that declares in-place accumulation must provide every hook of InPlaceConfig (a
   // missing one is a compile error here, not a silent fallback to the general kernel).
   if constexpr (SoftmaxTraits<typename Cfg::Softmax>::accumulates_in_place && !Extras) {
     static_assert(InPlaceConfig<Cfg>,
                   "qflash: accumulates_in_place declared, InPlaceConfig not met");
-    return launch_in_place<Cfg, Output, D>(args, stream);
+    return launch_in_place<Cfg, Output, D>(args, sm_count, stream);
   } else {  // (an else: the general instance is not compiled where it is never launched)
+    static_cast<void>(sm_count);
     using Shape = KernelShape<Cfg, D, kDefaultWarps>;
     constexpr bool pairs = kPairsBlocks<Cfg, D, kDefaultWarps>;
     auto kernel = flash_attention_kernel<Cfg, Output, D, kDefaultWarps, Extras>;
@@ -158,10 +159,10 @@ Status launch_instance(KernelArgs<Cfg, Output>& args, cudaStream_t stream) {
 
 /// The instance without bias/mask code unless the launch has a bias or a mask.
 template <KernelConfig Cfg, OutputPolicy Output, int D>
-Status launch_for_dim(KernelArgs<Cfg, Output>& args, cudaStream_t stream) {
+Status launch_for_dim(KernelArgs<Cfg, Output>& args, int sm_count, cudaStream_t stream) {
   const bool extras = args.problem.bias.kind != BiasKind::none || args.problem.mask.windows != 0;
-  return extras ? launch_instance<Cfg, Output, D, true>(args, stream)
-                : launch_instance<Cfg, Output, D, false>(args, stream);
+  return extras ? launch_instance<Cfg, Output, D, true>(args, sm_count, stream)
+                : launch_instance<Cfg, Output, D, false>(args, sm_count, stream);
 }
 
 template <KernelConfig Cfg, OutputPolicy Output>
@@ -182,7 +183,8 @@ Status launch(const AttentionProblem& problem, const Tensor4<typename Output::va
     s = validate_heads<Cfg, Output>(host_params, problem.q.dim);
     if (s != Status::ok) return s;
   }
-  s = check_device();
+  int sm_count = 0;
+  s = check_device(sm_count);
   if (s != Status::ok) return s;
 
   KernelArgs<Cfg, Output> args{};
@@ -201,15 +203,15 @@ Status launch(const AttentionProblem& problem, const Tensor4<typename Output::va
   }
   switch (problem.q.dim) {
     case 32:
-      return launch_for_dim<Cfg, Output, 32>(args, stream);
+      return launch_for_dim<Cfg, Output, 32>(args, sm_count, stream);
     case 64:
-      return launch_for_dim<Cfg, Output, 64>(args, stream);
+      return launch_for_dim<Cfg, Output, 64>(args, sm_count, stream);
     case 80:
-      return launch_for_dim<Cfg, Output, 80>(args, stream);
+      return launch_for_dim<Cfg, Output, 80>(args, sm_count, stream);
     case 96:
-      return launch_for_dim<Cfg, Output, 96>(args, stream);
+      return launch_for_dim<Cfg, Output, 96>(args, sm_count, stream);
     case 128:
-      return launch_for_dim<Cfg, Output, 128>(args, stream);
+      return launch_for_dim<Cfg, Output, 128>(args, sm_count, stream);
     default:
       return Status::unsupported_head_dim;
   }
