@@ -216,6 +216,103 @@ TEST_CASE("output: Requantize equals its definition, and exact rounding except n
   SECTION("u8, half away") { check_requantize<std::uint8_t, Rounding::half_away_from_zero>(rng); }
 }
 
+namespace {
+
+/// The addend of half-away-from-zero rounding at right shift k (0 for truncation and k = 0).
+template <Rounding Mode>
+int128 rounding_addend(int shift) {
+  return Mode == Rounding::half_away_from_zero && shift > 0 ? int128{1} << (shift - 1) : 0;
+}
+
+/// apply(acc, row) against the uncapped 128-bit form sign * min((|acc| r' + h) >> k, limit), at
+/// every row shift k in [0, 62]: magnitudes around both saturation thresholds and around the
+/// 16-bit outputs' cap 2^(B + k - 30), the extremes, and random ones.
+template <class OutT, Rounding Mode>
+void check_prepared_rows(Rng& rng) {
+  using R = Requantize<OutT, Mode>;
+  const int128 hi = std::numeric_limits<OutT>::max(), lo = std::numeric_limits<OutT>::min();
+  ViolationLog log("Requantize<" + std::string(std::is_signed_v<OutT> ? "s" : "u") +
+                   std::to_string(sizeof(OutT) * 8) + ", " + mode_name(Mode) + ">::apply(row)");
+  long long saturated = 0, inside = 0;
+  const auto check = [&](std::int64_t acc64, std::int32_t multiplier, int shift) {
+    if (acc64 > kI32Max || acc64 < kI32Min) return;
+    const auto acc = static_cast<std::int32_t>(acc64);
+    const int128 magnitude = acc < 0 ? -int128{acc} : int128{acc};
+    const int128 quotient = (magnitude * multiplier + rounding_addend<Mode>(shift)) >> shift;
+    const int128 want =
+        acc < 0 ? (-quotient < lo ? lo : -quotient) : (quotient > hi ? hi : quotient);
+    (want == lo || want == hi ? saturated : inside) += want != 0;
+    const OutT got = R::apply(acc, typename R::Row{multiplier, shift});
+    log.check(static_cast<int128>(got) == want, [&] {
+      std::ostringstream os;
+      os << "apply(" << acc << ", row {" << multiplier << ", " << shift
+         << "}) = " << static_cast<long long>(got) << ", want " << static_cast<long long>(want);
+      return os.str();
+    });
+  };
+  for (int shift = 0; shift <= 62; ++shift) {
+    for (const std::int32_t m : {1 << 30, (1 << 30) + 1, 1518500250, kI32Max - 1, kI32Max,
+                                 rng.uniform32(1 << 30, kI32Max)}) {
+      // |acc| at which the quotient reaches hi + 1 or |lo| + 1, and the cap 2^(B + k - 30).
+      std::int64_t centres[] = {0, 0, 0};
+      for (int i = 0; i < 2; ++i) {
+        const int128 target = i == 0 ? hi + 1 : -lo + 1;
+        const int128 c = ((target << shift) + m - 1) / m;
+        centres[i] =
+            c > int128{kI32Max} + 1 ? std::int64_t{kI32Max} + 1 : static_cast<std::int64_t>(c);
+      }
+      const int limit_bits =
+          static_cast<int>(std::bit_width(static_cast<std::uint64_t>(hi > -lo ? hi : -lo)));
+      const int cap_bits = limit_bits + shift - 30;
+      centres[2] = cap_bits <= 0
+                       ? 1
+                       : (cap_bits >= 31 ? std::int64_t{1} << 31 : std::int64_t{1} << cap_bits);
+      for (const std::int64_t centre : centres) {
+        for (std::int64_t d = -3; d <= 3; ++d) {
+          check(centre + d, m, shift);
+          check(-(centre + d), m, shift);
+        }
+      }
+      for (const std::int32_t acc : {0, 1, -1, 2, -2, kI32Max, -kI32Max, kI32Min})
+        check(acc, m, shift);
+      for (int i = 0; i < 64; ++i) {
+        const std::int64_t acc = rng.uniform(0, (std::int64_t{1} << rng.uniform(0, 31)) - 1);
+        check(acc, m, shift);
+        check(-acc, m, shift);
+      }
+    }
+  }
+  // Both regions are reached: saturated results and results inside the range, nonzero.
+  CHECK(saturated > 0);
+  CHECK(inside > 0);
+  INFO(log.describe());
+  CHECK(log.ok());
+}
+
+}  // namespace
+
+TEST_CASE("output: Requantize::apply on a prepared row equals the uncapped form at every shift",
+          "[output]") {
+  Rng rng(qflash::test::test_seed(0x5a7));
+  INFO(qflash::test::seed_text(rng.seed()));
+  SECTION("s8, half away") { check_prepared_rows<std::int8_t, Rounding::half_away_from_zero>(rng); }
+  SECTION("s8, toward zero") { check_prepared_rows<std::int8_t, Rounding::toward_zero>(rng); }
+  SECTION("u8, half away") {
+    check_prepared_rows<std::uint8_t, Rounding::half_away_from_zero>(rng);
+  }
+  SECTION("s16, half away") {
+    check_prepared_rows<std::int16_t, Rounding::half_away_from_zero>(rng);
+  }
+  SECTION("s16, toward zero") { check_prepared_rows<std::int16_t, Rounding::toward_zero>(rng); }
+  SECTION("u16, half away") {
+    check_prepared_rows<std::uint16_t, Rounding::half_away_from_zero>(rng);
+  }
+  SECTION("s32, half away") {
+    check_prepared_rows<std::int32_t, Rounding::half_away_from_zero>(rng);
+  }
+  SECTION("s32, toward zero") { check_prepared_rows<std::int32_t, Rounding::toward_zero>(rng); }
+}
+
 TEST_CASE("output: Requantize hand-checked values", "[output]") {
   using S8 = Requantize<std::int8_t>;
   using S8T = Requantize<std::int8_t, Rounding::toward_zero>;

@@ -24,6 +24,7 @@
 /// (tests/host/output_test.cpp). A row with l <= 0 (every key masked) outputs 0.
 #pragma once
 
+#include <bit>
 #include <concepts>
 #include <cstdint>
 
@@ -77,21 +78,45 @@ struct Requantize {
   static constexpr auto kNegativeLimit =
       static_cast<std::uint32_t>(-static_cast<std::int64_t>(IntTraits<OutT>::min));
 
+  /// Bits of the larger limit: every |O| <= 2^kLimitBits - 1.
+  static constexpr int kLimitBits = static_cast<int>(
+      std::bit_width(kPositiveLimit > kNegativeLimit ? kPositiveLimit : kNegativeLimit));
+
   /// O = saturate(round(acc * r' / 2^k)), computed on the magnitude m = |acc| <= 2^31:
   /// |O| = min((m * r' + h) >> k, limit) with h = 2^(k-1) (half away from zero; 0 for k = 0 and
   /// for toward zero) and limit = kPositiveLimit, or kNegativeLimit for a negative acc. Rounding
   /// the magnitude and restoring the sign is exactly half away from zero (or truncation) of the
   /// signed quotient. m * r' + h < 2^62 + 2^61 fits uint64: one unsigned multiply-add.
+  /// Outputs of at most 16 bits (B = kLimitBits <= 16) first cap m at C = 2^c,
+  /// c = min(max(0, B + k - 30), 31): since r' >= 2^30, every m >= C has a quotient of at least
+  /// 2^B > limit (at C = 1, k <= 30 - B: 2^(30-k) >= 2^B), so capping changes no saturated result,
+  /// and a capped quotient is below 2^(B+2) <= 2^18 (at C = 1, at most 2^31): its low word is all
+  /// of it, so one funnel shift and a 32-bit min finish it (tests/host/output_test.cpp checks it
+  /// against the uncapped form at every k).
   QFLASH_HOST_DEVICE static constexpr OutT apply(std::int32_t acc, const Row& row) noexcept {
     const std::uint32_t sign = acc < 0 ? ~std::uint32_t{0} : 0;  // all ones for a negative acc
-    const std::uint32_t magnitude = (static_cast<std::uint32_t>(acc) ^ sign) - sign;
+    std::uint32_t magnitude = (static_cast<std::uint32_t>(acc) ^ sign) - sign;
     const std::uint64_t half = Mode == Rounding::half_away_from_zero
                                    ? (std::uint64_t{1} << row.shift) >> 1
                                    : std::uint64_t{0};
-    const std::uint64_t rounded =
-        (std::uint64_t{magnitude} * static_cast<std::uint32_t>(row.multiplier) + half) >> row.shift;
     const std::uint32_t limit = sign != 0 ? kNegativeLimit : kPositiveLimit;
-    const std::uint32_t clamped = rounded > limit ? limit : static_cast<std::uint32_t>(rounded);
+    std::uint32_t clamped;
+    if constexpr (kLimitBits <= 16) {
+      const std::int32_t cap_bits = kLimitBits + row.shift - 30;  // in [B - 30, B + 32]
+      const std::uint32_t cap = cap_bits <= 0    ? 1u
+                                : cap_bits >= 31 ? std::uint32_t{1} << 31
+                                                 : std::uint32_t{1} << cap_bits;
+      magnitude = magnitude < cap ? magnitude : cap;
+      const auto low = static_cast<std::uint32_t>(
+          (std::uint64_t{magnitude} * static_cast<std::uint32_t>(row.multiplier) + half) >>
+          row.shift);
+      clamped = low < limit ? low : limit;
+    } else {
+      const std::uint64_t rounded =
+          (std::uint64_t{magnitude} * static_cast<std::uint32_t>(row.multiplier) + half) >>
+          row.shift;
+      clamped = rounded > limit ? limit : static_cast<std::uint32_t>(rounded);
+    }
     return static_cast<OutT>(static_cast<std::int32_t>((clamped ^ sign) - sign));
   }
 
