@@ -38,6 +38,36 @@ struct RowFrames {
   std::int32_t sum[2];    ///< L in weight units, relative to F
 };
 
+/// One row's frame move: the rescale of its accumulators (factor, shift and the biased addend of
+/// FrameSoftmax::rescale_biased) and its row sum already rescaled.
+/// Five 32-bit words, so that a shuffle moves five registers.
+struct FrameMove {
+  std::uint32_t addend_low, addend_high;
+  std::int32_t factor;  ///< Q1.30, in [0, 2^30]
+  std::int32_t shift;   ///< in [2, 30]
+  std::int32_t sum;
+  QFLASH_DEVICE std::uint64_t addend() const {
+    return (std::uint64_t{addend_high} << 32) | addend_low;
+  }
+};
+
+/// `condition ? a : b` word by word, each word opaque to the optimiser afterwards: nvcc otherwise
+/// widens the selected factor to 64 bits and multiplies the accumulators 64 x 64.
+template <class T>
+QFLASH_DEVICE T select(bool condition, const T& a, const T& b) {
+  static_assert(sizeof(T) % 4 == 0 && std::is_trivially_copyable_v<T>,
+                "select: a trivially copyable type of whole 32-bit words");
+  union Words {  // register-resident type punning, as in shuffle_xor
+    T value;
+    std::uint32_t word[sizeof(T) / 4];
+  };
+  Words x{a}, y{b};
+  QFLASH_UNROLL
+  for (unsigned i = 0; i < sizeof(T) / 4; ++i)
+    x.word[i] = opaque_u32(condition ? x.word[i] : y.word[i]);
+  return x.value;
+}
+
 /// P of one step as the A operand of P V (u8, keys permuted as in transpose_v).
 template <class Shape>
 struct ProbabilityFragments {
@@ -61,6 +91,11 @@ QFLASH_DEVICE std::uint32_t quad_sum(std::uint32_t x) {
 /// below, 16 warps per SM at 128 registers instead of 12 at 168).
 template <int D>
 inline constexpr int kInPlaceWideWarps = D <= 64 ? 4 : 8;
+
+/// Whether the lanes of a quad split the two rows' frame moves (one each, swapped by a shuffle)
+/// instead of each computing both.
+template <int D>
+inline constexpr bool kInPlaceSplitFrameMoves = true;
 
 /// Whether a step whose K/V rows all exist copies them without row tests: above D = 64 (for
 /// D = 64 and 32 the extra branch made the loop slower; docs/benchmarks.md).
@@ -155,6 +190,8 @@ __global__ void __launch_bounds__(32 * Warps, MinBlocksPerSm)
   // frames: the new frame of each row from its tile max; accumulators and sums move to it. A
   // row that keeps its frame moves by the identity (2^30, 30), so the warp-uniform test below
   // only skips work: all of it, when no row of the warp moves (no frame moves before step 1).
+  // With kInPlaceSplitFrameMoves<D>, even lanes compute row 0's move and odd lanes row 1's, and
+  // each pair swaps them (one shuffle of FrameMove); without it, every lane computes both.
   const auto move_frames = [&](const std::int32_t(&tile_max)[2], bool started) {
     std::int32_t frame[2];
     bool moves = false;
@@ -164,18 +201,38 @@ __global__ void __launch_bounds__(32 * Warps, MinBlocksPerSm)
       moves = moves || (started && frame[r] != rows.frame[r]);
     }
     if (__any_sync(0xffffffffu, moves)) {
+      const auto move_of = [&](std::int32_t from, std::int32_t to, std::int32_t sum) {
+        const MergeFactors move = Softmax::frame_move(from, to, prm.exp);
+        const std::uint64_t addend = Softmax::biased_addend(move.state_q30, move.state_shift);
+        return detail::FrameMove{static_cast<std::uint32_t>(addend),
+                                 static_cast<std::uint32_t>(addend >> 32), move.state_q30,
+                                 move.state_shift,
+                                 Softmax::rescale(sum, move.state_q30, move.state_shift)};
+      };
+      detail::FrameMove row_move[2];
+      if constexpr (kInPlaceSplitFrameMoves<D>) {
+        const bool odd = (lane & 1) != 0;
+        const detail::FrameMove own =
+            move_of(odd ? rows.frame[1] : rows.frame[0], odd ? frame[1] : frame[0],
+                    odd ? rows.sum[1] : rows.sum[0]);
+        const detail::FrameMove partner = detail::shuffle_xor(own, 1);
+        row_move[0] = detail::select(odd, partner, own);
+        row_move[1] = detail::select(odd, own, partner);
+      } else {
+        QFLASH_UNROLL
+        for (int r = 0; r < 2; ++r) row_move[r] = move_of(rows.frame[r], frame[r], rows.sum[r]);
+      }
       QFLASH_UNROLL
       for (int r = 0; r < 2; ++r) {
-        const MergeFactors move = Softmax::frame_move(rows.frame[r], frame[r], prm.exp);
-        rows.sum[r] = Softmax::rescale(rows.sum[r], move.state_q30, move.state_shift);
-        const std::uint64_t addend = Softmax::biased_addend(move.state_q30, move.state_shift);
+        const detail::FrameMove& move = row_move[r];
+        rows.sum[r] = move.sum;
         QFLASH_UNROLL
         for (int dn = 0; dn < Shape::d_tiles; ++dn) {
           QFLASH_UNROLL
           for (int c = 0; c < 2; ++c) {
             std::int32_t& a = acc[dn][2 * r + c];
             a = static_cast<std::int32_t>(Softmax::rescale_biased(
-                static_cast<std::uint32_t>(a), addend, move.state_q30, move.state_shift));
+                static_cast<std::uint32_t>(a), move.addend(), move.factor, move.shift));
           }
         }
       }
