@@ -93,9 +93,10 @@ template <int D>
 inline constexpr int kInPlaceWideWarps = D <= 64 ? 4 : 8;
 
 /// Whether the lanes of a quad split the two rows' frame moves (one each, swapped by a shuffle)
-/// instead of each computing both.
+/// instead of each computing both: at every D but 64, where the split made the long rows 0.7-1 %
+/// slower (1-5 % faster elsewhere; docs/benchmarks.md).
 template <int D>
-inline constexpr bool kInPlaceSplitFrameMoves = true;
+inline constexpr bool kInPlaceSplitFrameMoves = D != 64;
 
 /// Whether a step whose K/V rows all exist copies them without row tests: above D = 64 (for
 /// D = 64 and 32 the extra branch made the loop slower; docs/benchmarks.md).
