@@ -107,13 +107,19 @@ const char* mode_name(Rounding mode) {
   return mode == Rounding::toward_zero ? "toward_zero" : "half_away_from_zero";
 }
 
+/// "Requantize<s8, half_away_from_zero>" and so on, for failure messages.
+template <class OutT, Rounding Mode>
+std::string requantize_name() {
+  return "Requantize<" + std::string(std::is_signed_v<OutT> ? "s" : "u") +
+         std::to_string(sizeof(OutT) * 8) + ", " + mode_name(Mode) + ">";
+}
+
 template <class OutT, Rounding Mode>
 void check_requantize(Rng& rng) {
   using R = Requantize<OutT, Mode>;
   static_assert(std::is_same_v<typename R::value_type, OutT>);
   static_assert(R::rounding == Mode);
-  ViolationLog log("Requantize<" + std::string(std::is_signed_v<OutT> ? "s" : "u") +
-                   std::to_string(sizeof(OutT) * 8) + ", " + mode_name(Mode) + ">");
+  ViolationLog log(requantize_name<OutT, Mode>());
   long long inexact = 0;
   auto check = [&](std::int32_t acc, std::int64_t l, std::int32_t m, std::int32_t shift) {
     const OutT got = R::apply(acc, l, typename R::Params{m, shift});
@@ -231,8 +237,7 @@ template <class OutT, Rounding Mode>
 void check_prepared_rows(Rng& rng) {
   using R = Requantize<OutT, Mode>;
   const int128 hi = std::numeric_limits<OutT>::max(), lo = std::numeric_limits<OutT>::min();
-  ViolationLog log("Requantize<" + std::string(std::is_signed_v<OutT> ? "s" : "u") +
-                   std::to_string(sizeof(OutT) * 8) + ", " + mode_name(Mode) + ">::apply(row)");
+  ViolationLog log(requantize_name<OutT, Mode>() + "::apply(row)");
   long long saturated = 0, inside = 0;
   const auto check = [&](std::int64_t acc64, std::int32_t multiplier, int shift) {
     if (acc64 > kI32Max || acc64 < kI32Min) return;
