@@ -244,9 +244,14 @@ void check_prepared_rows(Rng& rng) {
     const auto acc = static_cast<std::int32_t>(acc64);
     const int128 magnitude = acc < 0 ? -int128{acc} : int128{acc};
     const int128 quotient = (magnitude * multiplier + rounding_addend<Mode>(shift)) >> shift;
+    const int128 limit = acc < 0 ? -lo : hi;
     const int128 want =
-        acc < 0 ? (-quotient < lo ? lo : -quotient) : (quotient > hi ? hi : quotient);
-    (want == lo || want == hi ? saturated : inside) += want != 0;
+        acc < 0 ? -(quotient > limit ? limit : quotient) : (quotient > limit ? limit : quotient);
+    if (quotient > limit) {
+      ++saturated;
+    } else if (quotient != 0) {
+      ++inside;
+    }
     const OutT got = R::apply(acc, typename R::Row{multiplier, shift});
     log.check(static_cast<int128>(got) == want, [&] {
       std::ostringstream os;
@@ -258,11 +263,13 @@ void check_prepared_rows(Rng& rng) {
   for (int shift = 0; shift <= 62; ++shift) {
     for (const std::int32_t m : {1 << 30, (1 << 30) + 1, 1518500250, kI32Max - 1, kI32Max,
                                  rng.uniform32(1 << 30, kI32Max)}) {
-      // |acc| at which the quotient reaches hi + 1 or |lo| + 1, and the cap 2^(B + k - 30).
+      // The smallest |acc| whose quotient (m |acc| + h) >> k reaches hi + 1 or |lo| + 1 (where
+      // saturation starts on either side), and the cap 2^(B + k - 30).
       std::int64_t centres[] = {0, 0, 0};
       for (int i = 0; i < 2; ++i) {
         const int128 target = i == 0 ? hi + 1 : -lo + 1;
-        const int128 c = ((target << shift) + m - 1) / m;
+        const int128 excess = (target << shift) - rounding_addend<Mode>(shift);
+        const int128 c = (excess + m - 1) / m;
         centres[i] =
             c > int128{kI32Max} + 1 ? std::int64_t{kI32Max} + 1 : static_cast<std::int64_t>(c);
       }

@@ -93,8 +93,8 @@ template <int D>
 inline constexpr int kInPlaceWideWarps = D <= 64 ? 4 : 8;
 
 /// Whether the lanes of a quad split the two rows' frame moves (one each, swapped by a shuffle)
-/// instead of each computing both: at every D but 64, where the split made the long rows 0.7-1 %
-/// slower (1-5 % faster elsewhere; docs/benchmarks.md).
+/// instead of each computing both: at every D but 64, where the split made the long rows up to
+/// 1.3 % slower (elsewhere from 0.6 % slower to 5.6 % faster; docs/benchmarks.md).
 template <int D>
 inline constexpr bool kInPlaceSplitFrameMoves = D != 64;
 

@@ -88,11 +88,12 @@ struct Requantize {
   /// the magnitude and restoring the sign is exactly half away from zero (or truncation) of the
   /// signed quotient. m * r' + h < 2^62 + 2^61 fits uint64: one unsigned multiply-add.
   /// Outputs of at most 16 bits (B = kLimitBits <= 16) first cap m at C = 2^c,
-  /// c = min(max(0, B + k - 30), 31): since r' >= 2^30, every m >= C has a quotient of at least
-  /// 2^B > limit (at C = 1, k <= 30 - B: 2^(30-k) >= 2^B), so capping changes no saturated result,
-  /// and a capped quotient is below 2^(B+2) <= 2^18 (at C = 1, at most 2^31): its low word is all
-  /// of it, so one funnel shift and a 32-bit min finish it (tests/host/output_test.cpp checks it
-  /// against the uncapped form at every k).
+  /// c = min(max(0, B + k - 30), 31). A cap below |acc|'s bound 2^31 means c <= 30, and then,
+  /// since r' >= 2^30, every m >= C has a quotient of at least 2^B > limit (c = B + k - 30, or
+  /// at c = 0, k <= 30 - B: 2^(30-k) >= 2^B), so capping changes no saturated result; a capped
+  /// quotient is below 2^(B+2) <= 2^18 (at c = 0, at most 2^31): its low word is all of it, so
+  /// one funnel shift and a 32-bit min finish it (tests/host/output_test.cpp checks it against
+  /// the uncapped form at every k).
   QFLASH_HOST_DEVICE static constexpr OutT apply(std::int32_t acc, const Row& row) noexcept {
     const std::uint32_t sign = acc < 0 ? ~std::uint32_t{0} : 0;  // all ones for a negative acc
     std::uint32_t magnitude = (static_cast<std::uint32_t>(acc) ^ sign) - sign;
