@@ -51,23 +51,6 @@ struct FrameMove {
   }
 };
 
-/// `condition ? a : b` word by word, each word opaque to the optimiser afterwards: nvcc otherwise
-/// widens the selected factor to 64 bits and multiplies the accumulators 64 x 64.
-template <class T>
-QFLASH_DEVICE T select(bool condition, const T& a, const T& b) {
-  static_assert(sizeof(T) % 4 == 0 && std::is_trivially_copyable_v<T>,
-                "select: a trivially copyable type of whole 32-bit words");
-  union Words {  // register-resident type punning, as in shuffle_xor
-    T value;
-    std::uint32_t word[sizeof(T) / 4];
-  };
-  Words x{a}, y{b};
-  QFLASH_UNROLL
-  for (unsigned i = 0; i < sizeof(T) / 4; ++i)
-    x.word[i] = opaque_u32(condition ? x.word[i] : y.word[i]);
-  return x.value;
-}
-
 /// P of one step as the A operand of P V (u8, keys permuted as in transpose_v).
 template <class Shape>
 struct ProbabilityFragments {

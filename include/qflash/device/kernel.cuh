@@ -161,20 +161,36 @@ struct alignas(2 * sizeof(T)) ElementPair {
   T second;
 };
 
+/// A trivially copyable value as its 32-bit words (register-resident type punning, an nvcc/GCC
+/// extension CUDA code relies on): what the word-by-word helpers below work on.
+template <class T>
+union WordView {
+  static_assert(sizeof(T) % 4 == 0 && std::is_trivially_copyable_v<T>,
+                "WordView: a trivially copyable type of whole 32-bit words");
+  static constexpr unsigned kWords = sizeof(T) / 4;
+  T value;
+  std::uint32_t word[kWords];
+};
+
 /// `value` of lane `lane ^ mask`, for any trivially copyable type (word by word).
 template <class T>
 QFLASH_DEVICE T shuffle_xor(const T& value, int mask) {
-  static_assert(sizeof(T) % 4 == 0 && std::is_trivially_copyable_v<T>,
-                "shuffle_xor: a trivially copyable type of whole 32-bit words");
-  union Words {  // register-resident type punning (an nvcc/GCC extension CUDA code relies on)
-    T value;
-    std::uint32_t word[sizeof(T) / 4];
-  };
-  Words w{value};
+  WordView<T> w{value};
   QFLASH_UNROLL
-  for (unsigned i = 0; i < sizeof(T) / 4; ++i)
+  for (unsigned i = 0; i < WordView<T>::kWords; ++i)
     w.word[i] = __shfl_xor_sync(0xffffffffu, w.word[i], mask);
   return w.value;
+}
+
+/// `condition ? a : b` word by word, each word opaque to the optimiser afterwards: nvcc otherwise
+/// widens a selected 32-bit factor to 64 bits and multiplies by it 64 x 64.
+template <class T>
+QFLASH_DEVICE T select(bool condition, const T& a, const T& b) {
+  WordView<T> x{a}, y{b};
+  QFLASH_UNROLL
+  for (unsigned i = 0; i < WordView<T>::kWords; ++i)
+    x.word[i] = opaque_u32(condition ? x.word[i] : y.word[i]);
+  return x.value;
 }
 
 /// Whether the softmax policy quantizes P against the tile's own maximum (reference_max needs
