@@ -101,21 +101,21 @@ struct Requantize {
                                    ? (std::uint64_t{1} << row.shift) >> 1
                                    : std::uint64_t{0};
     const std::uint32_t limit = sign != 0 ? kNegativeLimit : kPositiveLimit;
-    std::uint32_t clamped;
-    if constexpr (kLimitBits <= 16) {
+    if constexpr (kLimitBits <= 16) {                             // the cap C = 2^c
       const std::int32_t cap_bits = kLimitBits + row.shift - 30;  // in [B - 30, B + 32]
       const std::uint32_t cap = cap_bits <= 0    ? 1u
                                 : cap_bits >= 31 ? std::uint32_t{1} << 31
                                                  : std::uint32_t{1} << cap_bits;
       magnitude = magnitude < cap ? magnitude : cap;
-      const auto low = static_cast<std::uint32_t>(
-          (std::uint64_t{magnitude} * static_cast<std::uint32_t>(row.multiplier) + half) >>
-          row.shift);
+    }
+    const std::uint64_t rounded =
+        (std::uint64_t{magnitude} * static_cast<std::uint32_t>(row.multiplier) + half) >> row.shift;
+    // Capped, the quotient is its low word: a 32-bit min; uncapped, a 64-bit compare.
+    std::uint32_t clamped;
+    if constexpr (kLimitBits <= 16) {
+      const auto low = static_cast<std::uint32_t>(rounded);
       clamped = low < limit ? low : limit;
     } else {
-      const std::uint64_t rounded =
-          (std::uint64_t{magnitude} * static_cast<std::uint32_t>(row.multiplier) + half) >>
-          row.shift;
       clamped = rounded > limit ? limit : static_cast<std::uint32_t>(rounded);
     }
     return static_cast<OutT>(static_cast<std::int32_t>((clamped ^ sign) - sign));
