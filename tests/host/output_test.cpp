@@ -245,8 +245,8 @@ void check_prepared_rows(Rng& rng) {
     const int128 magnitude = acc < 0 ? -int128{acc} : int128{acc};
     const int128 quotient = (magnitude * multiplier + rounding_addend<Mode>(shift)) >> shift;
     const int128 limit = acc < 0 ? -lo : hi;
-    const int128 want =
-        acc < 0 ? -(quotient > limit ? limit : quotient) : (quotient > limit ? limit : quotient);
+    const int128 clamped = quotient > limit ? limit : quotient;
+    const int128 want = acc < 0 ? -clamped : clamped;
     if (quotient > limit) {
       ++saturated;
     } else if (quotient != 0) {
