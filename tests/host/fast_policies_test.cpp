@@ -2,7 +2,10 @@
 // The policies of the Fast preset (the in-place kernel's numerics), against exact arithmetic:
 //  - AscendingPolyExp2: exhaustive over u in [0, 16 octaves] (p, weight) and d in [0, 2^22]
 //    (rescale_q30) against 2^-x in long double; monotone; exact where the polynomial is exact;
-//  - ScaledLog2Logit: calibrate's statuses and ranges, apply against S * sm_scale * 2^16;
+//  - AscendingPolyExp2's wide input: equal to apply at zero fraction, p <= Pmax down to
+//    kMinWideDistance (exhaustive), within rounding + 0.27 % of Pmax 2^-u, monotone;
+//  - WideLog2Logit (Fast's logit): calibrate's statuses and ranges, apply_wide against
+//    S * sm_scale * 2^32, apply its floor; ScaledLog2Logit (the Q16 form) likewise;
 //  - FrameSoftmax: the biased rescale equals the plain one; frame moves; the overflow bounds of
 //    the class comment over adversarial row sequences of max_keys keys.
 #include <bit>
@@ -29,6 +32,7 @@ using qflash::MergeFactors;
 using qflash::RowState;
 using qflash::ScaledLog2Logit;
 using qflash::Status;
+using qflash::WideLog2Logit;
 using qflash::test::Rng;
 using qflash::test::ViolationLog;
 using Exp = qflash::AscendingPolyExp2<255, 6>;
@@ -142,7 +146,148 @@ TEST_CASE("fast exp2: rescale_q30 within 0.012 % of 2^-d, exact at whole octaves
   CHECK(Exp::rescale_q30(std::numeric_limits<std::int32_t>::max()) == 0);
 }
 
+TEST_CASE("fast exp2: the wide input equals apply at zero fraction, p <= Pmax, monotone",
+          "[exp2][fast]") {
+  static_assert(qflash::Exp2Traits<Exp>::has_wide_input);
+  ViolationLog log("AscendingPolyExp2<255, 6>::apply_wide");
+  // Every Q16 distance u >= 0 of the first 16 octaves and sparse ones beyond: u * 2^16 in Q32
+  // is u in Q16, and product_wide of a Q16 headroom value is product's.
+  for (std::int64_t u = 0; u < (std::int64_t{1} << 31); u += u < (16 << 16) ? 1 : 977 + (u >> 8)) {
+    const auto u32 = static_cast<std::int32_t>(u);
+    log.check(same(Exp::apply_wide(u * 65536), Exp::apply(u32)) &&
+                  Exp::product_wide(std::int64_t{Exp::kHeadroom - u32} * 65536) ==
+                      Exp::product(Exp::kHeadroom - u32),
+              [&] { return "u " + std::to_string(u); });
+  }
+  // A logit less than one Q16 unit above the frame (u in (-2^16, 0]): p <= Pmax, exhaustive;
+  // below kMinWideDistance u counts as that.
+  for (std::int64_t u = Exp::kMinWideDistance; u <= 0; ++u) {
+    const Exp2Value v = Exp::apply_wide(u);
+    log.check(v.p >= 0 && v.p <= Exp::pmax && v.weight <= Exp::pmax * 64 + 63,
+              [&] { return "u " + std::to_string(u) + ": p " + std::to_string(v.p); });
+  }
+  CHECK(same(Exp::apply_wide(Exp::kMinWideDistance - 1), Exp::apply_wide(Exp::kMinWideDistance)));
+  CHECK(same(Exp::apply_wide(std::numeric_limits<std::int64_t>::min() / 4),
+             Exp::apply_wide(Exp::kMinWideDistance)));
+  // Accuracy and monotonicity over the first 16 octaves in Q32 steps of 2^-16 octave with
+  // random fractions: p within rounding + 0.27 % of Pmax 2^-u, p and weight never grow with u.
+  Rng rng(qflash::test::test_seed(0x3a1de2u));
+  Exp2Value prev = Exp::apply_wide(Exp::kMinWideDistance);
+  std::int64_t prev_u = Exp::kMinWideDistance;
+  for (std::int64_t q16 = 0; q16 <= (std::int64_t{16} << 16); ++q16) {
+    const std::int64_t u = q16 * 65536 + static_cast<std::int64_t>(rng.uniform(0, 65535));
+    const Exp2Value v = Exp::apply_wide(u);
+    const long double exact = 255.0L * std::exp2(-static_cast<long double>(u) / 4294967296.0L);
+    log.check(
+        std::fabs(static_cast<long double>(v.p) - exact) <= 0.5L + 1.0L / 128 + 0.0027L * exact &&
+            v.p <= prev.p && v.weight <= prev.weight,
+        [&] {
+          return "u " + std::to_string(u) + " (previous " + std::to_string(prev_u) + "): p " +
+                 std::to_string(v.p) + ", exact " + std::to_string(static_cast<double>(exact));
+        });
+    prev = v;
+    prev_u = u;
+  }
+  // Far keys: nothing.
+  CHECK(Exp::apply_wide(std::int64_t{40} << 32).p == 0);
+  CHECK(Exp::apply_wide(std::int64_t{40} << 32).weight == 0);
+  CHECK(Exp::apply_wide(std::numeric_limits<std::int64_t>::max() / 4).weight == 0);
+  INFO(log.describe());
+  CHECK(log.ok());
+}
+
 TEST_CASE("fast logit: calibrate's statuses and ranges", "[logit][fast]") {
+  static_assert(qflash::LogitTraits<WideLog2Logit>::has_wide_form);
+  WideLog2Logit::Params p{};
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  for (const double bad : {0.0, -1e-3, nan, inf, -inf}) {
+    CHECK(WideLog2Logit::calibrate(bad, 64, p) == Status::invalid_scale);
+  }
+  // M = round(sm_scale 2^32) rounds to 0 below 2^-33, to 1 from there.
+  CHECK(WideLog2Logit::calibrate(1e-30, 64, p) == Status::scale_out_of_range);
+  CHECK(WideLog2Logit::calibrate(std::ldexp(0.99, -33), 64, p) == Status::scale_out_of_range);
+  REQUIRE(WideLog2Logit::calibrate(std::ldexp(1.01, -33), 64, p) == Status::ok);
+  CHECK(p.multiplier == 1);
+  CHECK(WideLog2Logit::calibrate(1.0, 64, p) == Status::logit_range_exceeded);
+  CHECK(WideLog2Logit::calibrate(1e-3, 0, p) == Status::logit_range_exceeded);
+  CHECK(WideLog2Logit::calibrate(1e-3, 2000, p) == Status::logit_range_exceeded);
+  // The accepted range ends where the largest int8 score reaches 2^29 Q16 units.
+  for (const int d : {1, 16, 32, 64, 80, 128, 256, 1024}) {
+    const double limit = std::ldexp(1.0, 29 - 16) / static_cast<double>(qflash::max_abs_score(d));
+    INFO("D " << d);
+    CHECK(WideLog2Logit::calibrate(limit * 0.999, d, p) == Status::ok);
+    CHECK(WideLog2Logit::validate(p, d) == Status::ok);
+    CHECK(WideLog2Logit::logit_bound(p, d) <= (std::int64_t{1} << 29));
+    CHECK(WideLog2Logit::calibrate(limit * 1.001, d, p) == Status::logit_range_exceeded);
+  }
+  // validate rejects what calibrate cannot produce.
+  REQUIRE(WideLog2Logit::calibrate(2e-4, 64, p) == Status::ok);
+  CHECK(WideLog2Logit::validate(p, 64) == Status::ok);
+  CHECK(WideLog2Logit::validate(p, 0) == Status::invalid_params);
+  CHECK(WideLog2Logit::validate({0}, 64) == Status::invalid_params);
+  CHECK(WideLog2Logit::validate({-5}, 64) == Status::invalid_params);
+  // At D 1 the largest multiplier keeps |t| <= 2^29 (2^14 M / 2^16 + 1); at D 2 it does not.
+  CHECK(WideLog2Logit::validate({std::numeric_limits<std::int32_t>::max()}, 1) == Status::ok);
+  CHECK(WideLog2Logit::validate({std::numeric_limits<std::int32_t>::max()}, 2) ==
+        Status::invalid_params);
+}
+
+TEST_CASE("fast logit: apply_wide is S * sm_scale * 2^32 within |S| / 2 units, apply its floor",
+          "[logit][fast]") {
+  Rng rng(qflash::test::test_seed(0x51de10u));
+  ViolationLog log("WideLog2Logit::apply_wide");
+  for (int trial = 0; trial < 400; ++trial) {
+    const int d = static_cast<int>(rng.uniform(1, 256));
+    const double limit = std::ldexp(1.0, 13) / static_cast<double>(qflash::max_abs_score(d));
+    const double sm = limit * std::exp2(-rng.unit() * 40.0);
+    WideLog2Logit::Params p{};
+    if (WideLog2Logit::calibrate(sm, d, p) != Status::ok) {
+      CHECK(sm < std::ldexp(1.0, -33));  // only scales whose multiplier rounds to 0
+      continue;
+    }
+    const std::int32_t smax = static_cast<std::int32_t>(qflash::max_abs_score(d));
+    std::int64_t prev = WideLog2Logit::apply_wide(-smax, 0, p);
+    for (int i = 0; i < 2000; ++i) {
+      const std::int32_t s = i == 0 ? smax : rng.uniform32(-smax, smax);
+      const std::int32_t bias = rng.uniform32(-(1 << 27), 1 << 27);
+      const std::int64_t offset = static_cast<std::int64_t>(rng.uniform32(-(1 << 30), 1 << 30))
+                                  << 10;
+      const std::int64_t wide = WideLog2Logit::apply_wide(s, 0, p);
+      const std::int32_t t = WideLog2Logit::apply(s, 0, p);
+      const long double exact = static_cast<long double>(s) * sm * 4294967296.0L;
+      // M's rounding: |S M - S sm 2^32| <= |S| / 2; t and the bias form are floors and sums.
+      log.check(std::fabs(static_cast<long double>(wide) - exact) <= std::abs(s) / 2.0L + 1e-6L &&
+                    t == static_cast<std::int32_t>(wide >> 16) &&
+                    WideLog2Logit::apply(s, bias, p) == t + bias &&
+                    WideLog2Logit::apply_offset(s, bias, p) == t + bias &&
+                    WideLog2Logit::apply_wide(s, bias, p) == wide + std::int64_t{bias} * 65536 &&
+                    WideLog2Logit::apply_wide_offset(s, offset, p) == wide + offset,
+                [&] {
+                  std::ostringstream os;
+                  os << "D " << d << ", sm_scale " << sm << ", S " << s << ": t_wide " << wide
+                     << ", exact " << static_cast<double>(exact);
+                  return os.str();
+                });
+    }
+    for (std::int32_t s = -smax; s <= smax; s += std::max(1, smax / 5000)) {
+      const std::int64_t wide = WideLog2Logit::apply_wide(s, 0, p);
+      log.check(wide >= prev, [&] { return "not monotone at S " + std::to_string(s); });
+      prev = wide;
+    }
+  }
+  INFO(log.describe());
+  CHECK(log.ok());
+  // The bias saturates at +-2^28.
+  WideLog2Logit::Params p{};
+  REQUIRE(WideLog2Logit::calibrate(1e-4, 64, p) == Status::ok);
+  CHECK(WideLog2Logit::apply(0, std::numeric_limits<std::int32_t>::max(), p) == (1 << 28));
+  CHECK(WideLog2Logit::apply(0, std::numeric_limits<std::int32_t>::min(), p) == -(1 << 28));
+  CHECK(WideLog2Logit::apply_wide(0, std::numeric_limits<std::int32_t>::min(), p) ==
+        -(std::int64_t{1} << 44));
+}
+
+TEST_CASE("scaled logit: calibrate's statuses and ranges", "[logit]") {
   ScaledLog2Logit::Params p{};
   const double nan = std::numeric_limits<double>::quiet_NaN();
   const double inf = std::numeric_limits<double>::infinity();
@@ -181,8 +326,8 @@ TEST_CASE("fast logit: calibrate's statuses and ranges", "[logit][fast]") {
         Status::invalid_params);
 }
 
-TEST_CASE("fast logit: apply is S * sm_scale * 2^16 within [-1.25, 0.25] units, monotone",
-          "[logit][fast]") {
+TEST_CASE("scaled logit: apply is S * sm_scale * 2^16 within [-1.25, 0.25] units, monotone",
+          "[logit]") {
   Rng rng(qflash::test::test_seed(0x1061fa57u));
   ViolationLog log("ScaledLog2Logit::apply");
   for (int trial = 0; trial < 400; ++trial) {

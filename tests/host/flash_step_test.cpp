@@ -42,7 +42,9 @@ void emulate_block(RowEmulation<Cfg>& r, const std::int8_t* q_row, const std::in
                    int bn, int d, const typename Cfg::Logit::Params& lp,
                    const typename Cfg::Exp::Params& ep) {
   using Softmax = typename Cfg::Softmax;
+  constexpr bool kWide = qflash::LogitTraits<typename Cfg::Logit>::has_wide_form;
   std::vector<std::int32_t> t(static_cast<std::size_t>(bn), 0);
+  std::vector<std::int64_t> t_wide(static_cast<std::size_t>(bn), 0);  // Q32, wide logits only
   bool any = false;
   std::int32_t tile_max = 0;
   for (int j = 0; j < bn; ++j) {
@@ -50,6 +52,13 @@ void emulate_block(RowEmulation<Cfg>& r, const std::int8_t* q_row, const std::in
     std::int32_t s = 0;
     for (int c = 0; c < d; ++c) s += std::int32_t{q_row[c]} * k[j * d + c];
     t[static_cast<std::size_t>(j)] = Cfg::Logit::apply(s, bias[j], lp);
+    if constexpr (kWide) {
+      t_wide[static_cast<std::size_t>(j)] = Cfg::Logit::apply_wide(s, bias[j], lp);
+      // the Q16 logit is the floor of the wide one
+      if ((t_wide[static_cast<std::size_t>(j)] >> 16) != t[static_cast<std::size_t>(j)])
+        FAIL_CHECK("apply " << t[static_cast<std::size_t>(j)]
+                            << " is not floor(apply_wide / 2^16)");
+    }
     tile_max =
         any ? std::max(tile_max, t[static_cast<std::size_t>(j)]) : t[static_cast<std::size_t>(j)];
     any = true;
@@ -60,7 +69,12 @@ void emulate_block(RowEmulation<Cfg>& r, const std::int8_t* q_row, const std::in
   std::vector<std::int64_t> pv(static_cast<std::size_t>(d), 0);
   for (int j = 0; j < bn; ++j) {
     if (!visible[j]) continue;
-    const Exp2Value e = Cfg::Exp::apply(ref - t[static_cast<std::size_t>(j)], ep);
+    Exp2Value e{};
+    if constexpr (kWide) {  // the distance in Q32: ref * 2^16 - t_wide
+      e = Cfg::Exp::apply_wide(std::int64_t{ref} * 65536 - t_wide[static_cast<std::size_t>(j)], ep);
+    } else {
+      e = Cfg::Exp::apply(ref - t[static_cast<std::size_t>(j)], ep);
+    }
     if (e.p < 0 || e.p > Cfg::Exp::pmax) FAIL_CHECK("P " << e.p << " outside [0, Pmax]");
     tile_sum += e.weight;
     for (int c = 0; c < d; ++c) pv[static_cast<std::size_t>(c)] += std::int64_t{e.p} * v[j * d + c];

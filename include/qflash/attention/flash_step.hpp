@@ -9,10 +9,12 @@
 ///
 /// Steps for each query row i of the block (j runs over the BN keys of the block):
 ///   1. S = Q K^T                          exact int32, |S| <= 2^14 * D
-///   2. t_ij = Logit(S_ij, bias_ij)        visible keys only (mask and padding are predicates)
+///   2. t_ij = Logit(S_ij, bias_ij)        visible keys only (mask and padding are predicates);
+///      a wide logit (LogitTraits) keeps t_wide, t = floor(t_wide / 2^16), for step 4
 ///   3. tile_max_i = max_j t_ij            rows with no visible key skip steps 4-6 entirely
 ///   4. ref_i = Softmax::reference_max(row_i, tile_max_i)
-///      (P_ij, w_ij) = Exp(ref_i - t_ij)  P in [0, Pmax]; P = 0 for hidden keys
+///      (P_ij, w_ij) = Exp(ref_i - t_ij)  P in [0, Pmax]; P = 0 for hidden keys (wide:
+///                                         Exp::apply_wide(ref_i * 2^16 - t_wide_ij))
 ///      tile_sum_i = sum_j w_ij
 ///   5. PV = P V                           exact int32 (u8 x s8)
 ///   6. f = Softmax::merge_row(row_i, tile_max_i, tile_sum_i)
@@ -46,9 +48,13 @@ QFLASH_HOST_DEVICE constexpr void flash_step(
     const typename Cfg::Logit::Params& logit_params, const typename Cfg::Exp::Params& exp_params,
     Array<RowState, BM>& rows, Tile<std::int32_t, BM, D>& acc) noexcept {
   using Softmax = typename Cfg::Softmax;
+  using Logit = typename Cfg::Logit;
+  constexpr bool kWide = LogitTraits<Logit>::has_wide_form;
 
-  // 1. S = Q K^T, then 2. logits in place.
+  // 1. S = Q K^T, then 2. logits in place (with a wide logit, t = floor(t_wide / 2^16) there and
+  // the 16 fraction bits below it, t_wide mod 2^16, beside them).
   Tile<std::int32_t, BM, BN> logits{};
+  Tile<std::uint16_t, BM, (kWide ? BN : 1)> wide_fraction{};
   matmul_abt(q, k, logits);
 
   Tile<std::uint8_t, BM, BN> p{};
@@ -58,7 +64,15 @@ QFLASH_HOST_DEVICE constexpr void flash_step(
   for (int i = 0; i < BM; ++i) {
     for (int j = 0; j < BN; ++j) {
       if (!extras.visible(i, j)) continue;
-      const std::int32_t t = Cfg::Logit::apply(logits(i, j), extras.bias(i, j), logit_params);
+      std::int32_t t;
+      if constexpr (kWide) {
+        const std::int64_t t_wide =
+            Logit::apply_wide(logits(i, j), extras.bias(i, j), logit_params);
+        t = static_cast<std::int32_t>(t_wide >> 16);
+        wide_fraction(i, j) = static_cast<std::uint16_t>(t_wide & 0xFFFF);
+      } else {
+        t = Logit::apply(logits(i, j), extras.bias(i, j), logit_params);
+      }
       logits(i, j) = t;
       // 3. the row's tile maximum over visible keys
       tile_max[i] = any_visible[i] ? max(tile_max[i], t) : t;
@@ -69,7 +83,14 @@ QFLASH_HOST_DEVICE constexpr void flash_step(
     const std::int32_t reference = Softmax::reference_max(rows[i], tile_max[i]);
     for (int j = 0; j < BN; ++j) {
       if (!extras.visible(i, j)) continue;
-      const Exp2Value e = Cfg::Exp::apply(reference - logits(i, j), exp_params);
+      Exp2Value e{};
+      if constexpr (kWide) {  // u = reference - t_wide in Q32 (>= -(2^16 - 1): reference >= t)
+        e = Cfg::Exp::apply_wide(
+            static_cast<std::int64_t>(reference - logits(i, j)) * 65536 - wide_fraction(i, j),
+            exp_params);
+      } else {
+        e = Cfg::Exp::apply(reference - logits(i, j), exp_params);
+      }
       p(i, j) = static_cast<std::uint8_t>(e.p);
       tile_sum[i] += e.weight;
     }

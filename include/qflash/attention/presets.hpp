@@ -38,14 +38,15 @@ struct PreciseT {
   static constexpr int block_n = 32;
 };
 
-/// The in-place numerics: Q16 log2 logits from one multiply (no clamp), an ascending quadratic
-/// exp2 (0.268 % max error) whose octave is one multiply, P against a per-row frame that
-/// follows the tile maxima in whole octaves (FrameSoftmax: about the P resolution of tile-local
-/// maxima, with P V accumulated in place), P itself as the row-sum weight. The CUDA kernel for
-/// it sums P with the tensor cores (device/in_place_kernel.cuh).
+/// The in-place numerics: log2 logits in Q32 from one multiply-add (no clamp; frames and maxima
+/// in their Q16 floor, P from all 32 fraction bits), an ascending quadratic exp2 (0.268 % max
+/// error) whose octave is one multiply, P against a per-row frame that follows the tile maxima
+/// in whole octaves (FrameSoftmax: about the P resolution of tile-local maxima, with P V
+/// accumulated in place), P itself as the row-sum weight. The CUDA kernel for it sums P with
+/// the tensor cores (device/in_place_kernel.cuh).
 template <int BlockN>
 struct FastT {
-  using Logit = ScaledLog2Logit;
+  using Logit = WideLog2Logit;
   using Exp = AscendingPolyExp2<255>;
   using Softmax = FrameSoftmax<Exp>;
   static constexpr Rounding output_rounding = Rounding::half_away_from_zero;

@@ -30,11 +30,26 @@ enum class MaxMode : std::uint8_t { running, tile_local };
 /// every u >= 0, which the kernel calls where u >= 0 is known. Declared true, the function must
 /// exist (Exp2Policy checks it), so a misspelled hook fails to compile instead of going unused.
 /// A specialization derives from the defaults and redeclares what it changes.
+/// `has_wide_input`: the policy has `apply_wide(u, prm)` for a distance u in Q32 octaves
+/// (int64, u >= -(2^16 - 1)) and `product_wide(v)`, its headroom form, for logits that keep 16
+/// more fraction bits (LogitTraits::has_wide_form).
 struct Exp2TraitsDefaults {
   static constexpr bool has_apply_visible = false;
+  static constexpr bool has_wide_input = false;
 };
 template <class E>
 struct Exp2Traits : Exp2TraitsDefaults {};
+
+/// What a logit policy declares about itself (specialize next to your policy; never probed).
+/// `has_wide_form`: the policy has `apply_wide(score, bias, prm)`, the logit in Q32 octaves
+/// (int64) whose floor to Q16 is `apply`, and `apply_wide_offset(score, offset_q32, prm)`, the
+/// same without the bias plus an offset; the probabilities then take the 16 extra fraction bits
+/// (the exp policy must declare `has_wide_input`).
+struct LogitTraitsDefaults {
+  static constexpr bool has_wide_form = false;
+};
+template <class L>
+struct LogitTraits : LogitTraitsDefaults {};
 
 /// Runtime constants of a policy: plain data that can be memcpy'd to a GPU.
 template <class P>
@@ -51,7 +66,11 @@ concept LogitPolicy = PolicyParams<typename L::Params> &&
   { L::apply(score, bias, prm) } -> std::same_as<std::int32_t>;
   { L::calibrate(sm_scale, head_dim, out) } -> std::same_as<Status>;
   { L::validate(prm, head_dim) } -> std::same_as<Status>;
-};
+} &&(!LogitTraits<L>::has_wide_form ||
+     requires(std::int32_t score, std::int64_t offset, const typename L::Params& prm) {
+       { L::apply_wide(score, score, prm) } -> std::same_as<std::int64_t>;
+       { L::apply_wide_offset(score, offset, prm) } -> std::same_as<std::int64_t>;
+     });
 
 /// Distance below a maximum -> probability p in [0, pmax] and its row-sum weight; `rescale_q30`
 /// gives 2^-d in Q1.30, in [0, 2^30] (the online softmax relies on that range). pmax <= 255 so that
@@ -66,8 +85,13 @@ concept Exp2Policy = PolicyParams<typename E::Params> &&
   { E::calibrate(x, out) } -> std::same_as<Status>;
   { E::validate(prm) } -> std::same_as<Status>;
 } &&(E::pmax >= 1 && E::pmax <= 255 && E::sum_bits >= 0 && E::sum_bits <= 8) &&
-    (!Exp2Traits<E>::has_apply_visible || requires(std::int32_t u, const typename E::Params& prm) {
-      { E::apply_visible(u, prm) } -> std::same_as<Exp2Value>;
+    (!Exp2Traits<E>::has_apply_visible ||
+     requires(std::int32_t u, const typename E::Params& prm) {
+       { E::apply_visible(u, prm) } -> std::same_as<Exp2Value>;
+     }) &&
+    (!Exp2Traits<E>::has_wide_input || requires(std::int64_t u, const typename E::Params& prm) {
+      { E::apply_wide(u, prm) } -> std::same_as<Exp2Value>;
+      { E::product_wide(u) } -> std::same_as<std::uint64_t>;
     });
 
 /// What a softmax policy declares about itself (specialize next to your policy; never probed).
@@ -131,7 +155,8 @@ concept KernelConfig = LogitPolicy<typename C::Logit> && Exp2Policy<typename C::
     std::same_as<typename C::Softmax::exp_policy, typename C::Exp> && requires {
   { C::block_n } -> std::convertible_to<int>;
   { C::output_rounding } -> std::convertible_to<Rounding>;
-} &&(C::block_n == 32 || C::block_n == 64 || C::block_n == 128);
+} &&(C::block_n == 32 || C::block_n == 64 || C::block_n == 128) &&
+    (!LogitTraits<typename C::Logit>::has_wide_form || Exp2Traits<typename C::Exp>::has_wide_input);
 
 /// A configuration the in-place kernel (device/in_place_kernel.cuh) serves: its softmax
 /// declares `accumulates_in_place` and has the frame rescale (`frame_move`, `rescale_biased`),

@@ -7,7 +7,8 @@
 ///   scores    S = Q K^T                       mma.sync m16n8k32 s8 x s8 -> s32
 ///   frames    row max of raw S (t is non-decreasing in S) -> tile max logit -> new frame F';
 ///             the accumulators and row sums move to F' (skipped when no row of the warp moves)
-///   softmax   per score: v = t + (H - F') (one multiply-add), X = exp product; P = X_hi >> SB
+///   softmax   per score: v = t + (H - F') (one multiply-add; with a wide logit v = S M +
+///             (H - F') 2^16 in Q32, one IMAD.WIDE), X = exp product; P = X_hi >> SB
 ///             packed as the A operand of P V, the row sum adds X_hi (the weight plus a constant)
 ///   P V       acc += P V                       mma.sync m16n8k32 u8 x s8 -> s32, in place
 ///   epilogue  the output policy per element, from the row's frame and sum
@@ -112,6 +113,7 @@ __global__ void __launch_bounds__(32 * Warps, MinBlocksPerSm)
   constexpr int BM = Shape::block_m;
   constexpr int STEP = Shape::step_keys;
   constexpr std::uint32_t kBias = 0x80000000u;
+  constexpr bool kWideLogit = LogitTraits<Logit>::has_wide_form;
 
   extern __shared__ __align__(16) std::uint8_t smem[];
   std::uint8_t* const q_s = smem;
@@ -252,6 +254,9 @@ __global__ void __launch_bounds__(32 * Warps, MinBlocksPerSm)
     }
     move_frames(tile_max, started);
     const std::int32_t offset[2] = {Exp::kHeadroom - rows.frame[0], Exp::kHeadroom - rows.frame[1]};
+    // A wide logit takes the offset in Q32: v = S * M + (H - F) * 2^16, one IMAD.WIDE.
+    [[maybe_unused]] const std::int64_t offset_wide[2] = {std::int64_t{offset[0]} * 65536,
+                                                          std::int64_t{offset[1]} * 65536};
     std::uint32_t high_sum[2] = {0, 0};
     // P = high word >> SumBits < 2^8, so the high word is < 2^(8 + SumBits) <= 2^14: two high
     // words share a register (16 bits each), one shift takes P out of both, and a byte permute
@@ -269,8 +274,15 @@ __global__ void __launch_bounds__(32 * Warps, MinBlocksPerSm)
         QFLASH_UNROLL
         for (int i = 0; i < 4; ++i) {
           const int t = nt + i / 2, e = 2 * r + i % 2;
-          const auto high = static_cast<std::uint32_t>(
-              Exp::product(Logit::apply_offset(s[t][e], offset[r], prm.logit)) >> 32);
+          std::uint32_t high;
+          if constexpr (kWideLogit) {
+            high = static_cast<std::uint32_t>(
+                Exp::product_wide(Logit::apply_wide_offset(s[t][e], offset_wide[r], prm.logit)) >>
+                32);
+          } else {
+            high = static_cast<std::uint32_t>(
+                Exp::product(Logit::apply_offset(s[t][e], offset[r], prm.logit)) >> 32);
+          }
           kept[i] = visible(t, e) ? high : 0u;
           high_sum[r] += kept[i];
         }

@@ -515,6 +515,9 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
       for (int i = 0; i < 4; ++i) out.p_frag[kc][i] = 0;
     }
     std::conditional_t<(Shape::n_tiles * 4 > 32), std::uint64_t, std::uint32_t> visible = 0;
+    // A wide logit's 16 fraction bits below t (t_wide mod 2^16), two entries to a register.
+    constexpr bool kWideLogit = LogitTraits<typename Cfg::Logit>::has_wide_form;
+    [[maybe_unused]] std::uint32_t wide_fraction[kWideLogit ? Shape::n_tiles : 1][2] = {};
     QFLASH_UNROLL
     for (int nt = 0; nt < Live; ++nt) {
       QFLASH_UNROLL
@@ -529,7 +532,15 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
                 (mask_window < 0 || p.mask.window_row(mask_window, row)[key] != 0);
           bias = vis ? p.bias.at(h, row, key) : 0;
         }
-        const std::int32_t t = Cfg::Logit::apply(s[nt][e], bias, prm.logit);
+        std::int32_t t;
+        if constexpr (kWideLogit) {
+          const std::int64_t t_wide = Cfg::Logit::apply_wide(s[nt][e], bias, prm.logit);
+          t = static_cast<std::int32_t>(t_wide >> 16);
+          wide_fraction[nt][e / 2] |= (static_cast<std::uint32_t>(t_wide) & 0xFFFFu)
+                                      << (16 * (e % 2));
+        } else {
+          t = Cfg::Logit::apply(s[nt][e], bias, prm.logit);
+        }
         s[nt][e] = t;
         tile_max[e / 2] = vis ? max(tile_max[e / 2], t) : tile_max[e / 2];
         if constexpr (Extras) visible |= static_cast<decltype(visible)>(vis) << (4 * nt + e);
@@ -559,9 +570,17 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
     for (int nt = 0; nt < Live; ++nt) {
       QFLASH_UNROLL
       for (int e = 0; e < 4; ++e) {
-        // Entries of fully visible tiles have u >= 0: the policy's apply_visible, if any.
-        const Exp2Value v = detail::exp_of_visible<typename Cfg::Exp>(
-            nt < Tested, reference[e / 2] - s[nt][e], prm.exp);
+        // Entries of fully visible tiles have u >= 0: the policy's apply_visible, if any. A
+        // wide logit's u = (reference - t) * 2^16 - fraction, in Q32 (flash_step's).
+        Exp2Value v;
+        if constexpr (kWideLogit) {
+          const std::uint32_t fraction = (wide_fraction[nt][e / 2] >> (16 * (e % 2))) & 0xFFFFu;
+          v = Cfg::Exp::apply_wide(
+              static_cast<std::int64_t>(reference[e / 2] - s[nt][e]) * 65536 - fraction, prm.exp);
+        } else {
+          v = detail::exp_of_visible<typename Cfg::Exp>(nt < Tested, reference[e / 2] - s[nt][e],
+                                                        prm.exp);
+        }
         // Without extras, visibility is the column test again (cheaper than a bit mask).
         const int col = 8 * nt + 2 * quad + (e % 2);
         const bool vis =

@@ -243,6 +243,10 @@ struct Exp2Traits<PolyExp2<Degree, Pmax, SumBits, F>> : Exp2TraitsDefaults {
 ///   P V sees P; the row sum sees the weight (SumBits more bits, unbiased rounding).
 /// - Cost on the GPU: three shifts (w, 2^w, f_high), two IMAD.HI, one IMAD.WIDE.U32 and the
 ///   shift of P per score; the weight is the product's high word.
+/// - Wide input (`apply_wide`, `product_wide`; Exp2Traits): u in Q32 and v = H 2^16 - u, split
+///   as w = v >> 32 and f_high = v mod 2^32, so a Q32 logit (WideLog2Logit, the Fast preset)
+///   feeds the fraction all 32 bits. One IMAD.WIDE of the score gives v (no shifts for w and
+///   f_high); the same two Horner steps and product follow.
 template <int Pmax = 255, int SumBits = 6>
 struct AscendingPolyExp2 {
   static_assert(Pmax >= 1 && Pmax <= 255, "AscendingPolyExp2: Pmax must be in [1, 255]");
@@ -322,6 +326,18 @@ struct AscendingPolyExp2 {
     const std::uint32_t e = mantissa(static_cast<std::uint32_t>(v) << 16, a0, a1, a2);
     return static_cast<std::uint64_t>(e) * power_of_two(v >> 16) + kRounding;
   }
+  /// The product from the wide headroom form v = H * 2^16 - u, u in Q32 octaves: the same
+  /// split with 16 more fraction bits (w = v >> 32, f_high = v mod 2^32). For v >> 16 = v16 and
+  /// v mod 2^16 = 0 it equals product(v16). p <= Pmax for v <= H * 2^16 + 2^16 - 1, i.e.
+  /// u >= kMinWideDistance (at most 2^-16 octave above H; tests/host/fast_policies_test.cpp).
+  QFLASH_HOST_DEVICE static constexpr std::uint64_t product_wide(std::int64_t v) noexcept {
+    const std::uint32_t e = mantissa(opaque_u32(static_cast<std::uint32_t>(v)), a0, a1, a2);
+    return static_cast<std::uint64_t>(e) * power_of_two(static_cast<std::int32_t>(v >> 32)) +
+           kRounding;
+  }
+  /// The smallest distance `apply_wide` takes: a logit at most one Q16 unit below its floor.
+  static constexpr std::int64_t kMinWideDistance = -((std::int64_t{1} << 16) - 1);
+
   /// p and weight from the product's high word (X >> 32).
   QFLASH_HOST_DEVICE static constexpr Exp2Value from_high_word(std::uint32_t high) noexcept {
     return Exp2Value{static_cast<std::int32_t>(high >> SumBits),
@@ -334,6 +350,15 @@ struct AscendingPolyExp2 {
   /// round(Pmax * 2^(-u / 2^16)) up to the polynomial; every int32 u (u < 0 counts as 0).
   QFLASH_HOST_DEVICE static constexpr Exp2Value apply(std::int32_t u, Params = {}) noexcept {
     return from_headroom(kHeadroom - (u < 0 ? 0 : u));  // > -2^31 for every u: no overflow
+  }
+  /// round(Pmax * 2^(-u / 2^32)) up to the polynomial, u in Q32 octaves: u = (F - t) * 2^16 -
+  /// (t_wide mod 2^16) for a logit t_wide below a frame F >= t = floor(t_wide / 2^16), so
+  /// u >= kMinWideDistance (smaller u counts as that); |u| < 2^62. apply_wide(u * 2^16) ==
+  /// apply(u) for u >= 0.
+  QFLASH_HOST_DEVICE static constexpr Exp2Value apply_wide(std::int64_t u, Params = {}) noexcept {
+    const std::int64_t v =
+        (std::int64_t{kHeadroom} << 16) - (u < kMinWideDistance ? kMinWideDistance : u);
+    return from_high_word(static_cast<std::uint32_t>(product_wide(v) >> 32));
   }
 
   /// 2^(-d / 2^16) in Q1.30 for d >= 0 (d < 0 counts as 0): 2^30 * 2^x * 2^w with w = (-d) >> 16,
@@ -352,6 +377,12 @@ struct AscendingPolyExp2 {
                                                        Params& /*out*/) noexcept {
     return Status::ok;
   }
+};
+
+/// AscendingPolyExp2 takes wide logits (apply_wide, product_wide; tested in fast_policies_test).
+template <int Pmax, int SumBits>
+struct Exp2Traits<AscendingPolyExp2<Pmax, SumBits>> : Exp2TraitsDefaults {
+  static constexpr bool has_wide_input = true;
 };
 
 /// The published QFlash exp2 (`exp2_i32_shift` + `requantize`), with its defects fixed.

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 
+#include "qflash/core/concepts.hpp"
 #include "qflash/core/config.hpp"
 #include "qflash/core/dyadic.hpp"
 #include "qflash/core/fixed_point.hpp"
@@ -240,6 +241,94 @@ struct ScaledLog2Logit {
     out = prm;
     return Status::ok;
   }
+};
+
+/// Scores into Q32 octaves with one 32 x 32 -> 64 multiply-add, no clamp, and their Q16 floor:
+///   t_wide = S * M + bias * 2^16,   t = floor(t_wide / 2^16) = floor(S * M / 2^16) + bias,
+///   M = round(sm_scale * 2^32)
+///
+/// - In: S, exact int32 Q K^T (|S| <= 2^14 * D); bias in Q16 octaves (saturated at +-2^28).
+/// - Params (from `calibrate`): M in [1, 2^31). M's rounding moves a logit by at most |S| / 2
+///   Q32 units, i.e. |S| * 2^-33 octaves (2^-13 at D = 64), and the distance between two
+///   logits by |S_i - S_j| * 2^-33 octaves: a relative error of 1 / (2 M) (class comment of
+///   reference/accuracy_bound.hpp's model).
+/// - Range: `calibrate` requires |t - bias| <= 2^29 for every int8 score, as ScaledLog2Logit;
+///   |t_wide| <= 2^51 + 2^44 fits int64.
+/// - Rounding: none in t_wide; floor in t. Both are non-decreasing in S, so without a bias the
+///   largest logit of a row is the logit of its largest score.
+/// - Wide form (LogitTraits::has_wide_form): probabilities take t_wide, 16 more fraction bits
+///   than t; `apply_wide_offset(S, c)` = S * M + c is one IMAD.WIDE on the GPU, into which the
+///   in-place kernel folds (headroom - row frame) * 2^16. Frames and maxima stay in t.
+struct WideLog2Logit {
+  struct Params {
+    std::int32_t multiplier;  ///< M in [1, 2^31)
+    friend constexpr bool operator==(const Params&, const Params&) = default;
+  };
+  static constexpr int fraction_bits = 16;
+  static constexpr int wide_fraction_bits = 32;
+
+  /// A Q16-octave bias, saturated at +-2^28.
+  QFLASH_HOST_DEVICE static constexpr std::int32_t convert_bias(std::int32_t bias) noexcept {
+    return clamp(bias, -kLogitHalfRange, kLogitHalfRange);
+  }
+
+  /// S * M + offset (Q32), exact for |S| <= 2^31 and |offset| < 2^62.
+  QFLASH_HOST_DEVICE static constexpr std::int64_t apply_wide_offset(std::int32_t score,
+                                                                     std::int64_t offset,
+                                                                     const Params& prm) noexcept {
+    return static_cast<std::int64_t>(score) * prm.multiplier + offset;
+  }
+  QFLASH_HOST_DEVICE static constexpr std::int64_t apply_wide(std::int32_t score, std::int32_t bias,
+                                                              const Params& prm) noexcept {
+    return apply_wide_offset(score, static_cast<std::int64_t>(convert_bias(bias)) * 65536, prm);
+  }
+  /// floor(S * M / 2^16) + offset: t + offset for a bias-free score (|S| <= 2^14 * 1024, so the
+  /// quotient fits int32).
+  QFLASH_HOST_DEVICE static constexpr std::int32_t apply_offset(std::int32_t score,
+                                                                std::int32_t offset,
+                                                                const Params& prm) noexcept {
+    return static_cast<std::int32_t>(apply_wide_offset(score, 0, prm) >> 16) + offset;
+  }
+  QFLASH_HOST_DEVICE static constexpr std::int32_t apply(std::int32_t score, std::int32_t bias,
+                                                         const Params& prm) noexcept {
+    return apply_offset(score, convert_bias(bias), prm);
+  }
+
+  /// The largest |t - bias| over int8 scores: floor(2^14 D * M / 2^16) + 1.
+  QFLASH_HOST_DEVICE static constexpr std::int64_t logit_bound(const Params& prm,
+                                                               int head_dim) noexcept {
+    return (max_abs_score(head_dim) * prm.multiplier >> 16) + 1;
+  }
+
+  /// invalid_params unless M >= 1 and |t - bias| <= 2^29 for every int8 score of head dim D
+  /// (which also keeps M below 2^31 for D >= 1).
+  QFLASH_HOST_DEVICE static constexpr Status validate(const Params& prm, int head_dim) noexcept {
+    if (head_dim <= 0 || head_dim > 1024 || prm.multiplier < 1) return Status::invalid_params;
+    return logit_bound(prm, head_dim) <= (std::int64_t{1} << 29) ? Status::ok
+                                                                 : Status::invalid_params;
+  }
+
+  /// invalid_scale for zero, negative, NaN or infinite sm_scale; scale_out_of_range when M
+  /// rounds to 0 (sm_scale < 2^-33); logit_range_exceeded when some int8 score would leave
+  /// |t - bias| <= 2^29.
+  QFLASH_HOST_DEVICE static constexpr Status calibrate(double sm_scale, int head_dim,
+                                                       Params& out) noexcept {
+    if (!is_positive_finite(sm_scale)) return Status::invalid_scale;
+    if (head_dim <= 0 || head_dim > 1024) return Status::logit_range_exceeded;
+    double m = sm_scale;  // sm_scale * 2^32 by exact power-of-two multiplications
+    for (int i = 0; i < 32; ++i) m *= 2.0;
+    if (!(m < 2147483647.5)) return Status::logit_range_exceeded;
+    const std::int64_t rounded = round_to_int64(m);
+    if (rounded < 1) return Status::scale_out_of_range;
+    const Params prm{static_cast<std::int32_t>(rounded)};
+    if (logit_bound(prm, head_dim) > (std::int64_t{1} << 29)) return Status::logit_range_exceeded;
+    out = prm;
+    return Status::ok;
+  }
+};
+template <>
+struct LogitTraits<WideLog2Logit> : LogitTraitsDefaults {
+  static constexpr bool has_wide_form = true;
 };
 
 /// Raw Q K^T units, as the published QFlash kernel: t = S + round(bias * R / 2^16).

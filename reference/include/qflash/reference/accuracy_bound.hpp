@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <limits>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "qflash/attention/presets.hpp"
@@ -127,7 +128,9 @@ struct ExpErrorModel<PolyExp2<Degree, Pmax, SumBits, F>> {
   }
 };
 
-/// AscendingPolyExp2 with ScaledLog2Logit (the Fast preset):
+/// AscendingPolyExp2 with WideLog2Logit (the Fast preset): as below with kappa = M / (sm_scale
+/// 2^32) - 1 (t_wide = S M exactly) and one Q16 unit of rounding (the frame's floor).
+/// AscendingPolyExp2 with ScaledLog2Logit:
 ///  - t = floor(S 2^a M / 2^32) + bias with |M - sm_scale 2^(48-a)| <= 1/2 and |S 2^a| < 2^31:
 ///    each logit lies in (exact - 1.25, exact + 0.25] Q16 units, a distance within 1.5 units
 ///    (no relative term; the Q16 bias is exact);
@@ -164,9 +167,16 @@ struct ExpErrorModel<AscendingPolyExp2<Pmax, SumBits>> {
     return value;
   }
   template <class LogitParams, class ExpParams>
-  static HeadErrorModel make(double /*sm_scale*/, const LogitParams&, const ExpParams&) {
+  static HeadErrorModel make(double sm_scale, const LogitParams& logit, const ExpParams&) {
     HeadErrorModel m;
-    m.logit_fixed = 1.5 * std::ldexp(1.0, -16);
+    if constexpr (std::is_same_v<LogitParams, WideLog2Logit::Params>) {
+      // Q32 logits: the slope M / 2^32 is sm_scale (1 + kappa) exactly, and a distance from
+      // the Q16 frame rounds only in the frame (< 2^-16 octave).
+      m.kappa = static_cast<double>(logit.multiplier) / std::ldexp(sm_scale, 32) - 1.0;
+      m.logit_fixed = std::ldexp(1.0, -16);
+    } else {
+      m.logit_fixed = 1.5 * std::ldexp(1.0, -16);
+    }
     m.p_high = mantissa_error();
     m.p_abs = 0.5 + std::ldexp(1.0, -(SumBits + 1));
     m.weight_abs = 0.5;
