@@ -161,10 +161,16 @@ TEST_CASE("fast exp2: the wide input equals apply at zero fraction, p <= Pmax, m
   }
   // A logit less than one Q16 unit above the frame (u in (-2^16, 0]): p <= Pmax, exhaustive;
   // below kMinWideDistance u counts as that.
+  // The weight stays within the Q16 form's bound Pmax 2^6 and the product's high word below
+  // 2^14, which the in-place kernel's packing of two high words per register needs.
   for (std::int64_t u = Exp::kMinWideDistance; u <= 0; ++u) {
     const Exp2Value v = Exp::apply_wide(u);
-    log.check(v.p >= 0 && v.p <= Exp::pmax && v.weight <= Exp::pmax * 64 + 63,
-              [&] { return "u " + std::to_string(u) + ": p " + std::to_string(v.p); });
+    const auto high = static_cast<std::uint32_t>(
+        Exp::product_wide((std::int64_t{Exp::kHeadroom} << 16) - u) >> 32);
+    log.check(v.p >= 0 && v.p <= Exp::pmax && v.weight <= Exp::pmax * 64 && high < (1u << 14), [&] {
+      return "u " + std::to_string(u) + ": p " + std::to_string(v.p) + ", weight " +
+             std::to_string(v.weight);
+    });
   }
   CHECK(same(Exp::apply_wide(Exp::kMinWideDistance - 1), Exp::apply_wide(Exp::kMinWideDistance)));
   CHECK(same(Exp::apply_wide(std::numeric_limits<std::int64_t>::min() / 4),
@@ -285,6 +291,45 @@ TEST_CASE("fast logit: apply_wide is S * sm_scale * 2^32 within |S| / 2 units, a
   CHECK(WideLog2Logit::apply(0, std::numeric_limits<std::int32_t>::min(), p) == -(1 << 28));
   CHECK(WideLog2Logit::apply_wide(0, std::numeric_limits<std::int32_t>::min(), p) ==
         -(std::int64_t{1} << 44));
+}
+
+TEST_CASE("fast: the in-place kernel's one multiply-add gives flash_step's P, any fraction",
+          "[exp2][logit][fast]") {
+  // The in-place kernel computes product_wide(apply_wide_offset(S, (H - F) 2^16)); flash_step
+  // computes apply_wide(F 2^16 - apply_wide(S, bias)) with its bias in the frame. Equal for every
+  // frame F >= t, with the fraction bits nonzero; the high word below 2^14.
+  Rng rng(qflash::test::test_seed(0x1e5f0dau));
+  ViolationLog log("product_wide(apply_wide_offset) against apply_wide");
+  for (int trial = 0; trial < 300; ++trial) {
+    const int d = static_cast<int>(rng.uniform(1, 1024));
+    const double limit = std::ldexp(1.0, 13) / static_cast<double>(qflash::max_abs_score(d));
+    WideLog2Logit::Params p{};
+    if (WideLog2Logit::calibrate(limit * std::exp2(-rng.unit() * 30.0), d, p) != Status::ok)
+      continue;
+    const auto smax = static_cast<std::int32_t>(qflash::max_abs_score(d));
+    for (int i = 0; i < 2000; ++i) {
+      const std::int32_t s = rng.uniform32(-smax, smax);
+      const std::int32_t t = WideLog2Logit::apply(s, 0, p);
+      // Frames at t (u in (-2^16, 0]), just above, and up to 40 octaves above.
+      const std::int64_t above = i % 4 == 0 ? 0 : rng.uniform(0, i % 4 == 1 ? 3 : (40 << 16));
+      const auto frame = static_cast<std::int32_t>(t + above);
+      const std::int64_t offset = std::int64_t{Exp::kHeadroom - frame} * 65536;
+      const std::uint64_t x = Exp::product_wide(WideLog2Logit::apply_wide_offset(s, offset, p));
+      const auto high = static_cast<std::uint32_t>(x >> 32);
+      const Exp2Value kernel = Exp::from_high_word(high);
+      const Exp2Value step =
+          Exp::apply_wide(std::int64_t{frame} * 65536 - WideLog2Logit::apply_wide(s, 0, p));
+      log.check(same(kernel, step) && high < (1u << 14), [&] {
+        std::ostringstream os;
+        os << "D " << d << ", M " << p.multiplier << ", S " << s << ", F - t " << above
+           << ": kernel p " << kernel.p << ", flash_step p " << step.p;
+        return os.str();
+      });
+    }
+  }
+  INFO(log.describe());
+  CHECK(log.ok());
+  CHECK(log.checked() > 100000);
 }
 
 TEST_CASE("scaled logit: calibrate's statuses and ranges", "[logit]") {

@@ -169,9 +169,12 @@ TEST_CASE("flash_step: blocks of random tiles equal the per-row emulation", "[fl
   }
 }
 
-TEST_CASE("flash_step: hidden keys never matter, and an invisible block changes nothing",
-          "[flash_step]") {
-  using Cfg = presets::Precise;
+namespace {
+
+/// Hidden keys (mask, padding) never change a block's result, and a block without a visible key
+/// changes nothing, for one configuration (Fast: hidden keys also carry wide fraction bits).
+template <class Cfg>
+void check_hidden_keys_never_matter() {
   constexpr int BM = 4, BN = 32, D = 32;
   Rng rng(qflash::test::test_seed(0x41d));
   INFO(qflash::test::seed_text(rng.seed()));
@@ -240,10 +243,18 @@ TEST_CASE("flash_step: hidden keys never matter, and an invisible block changes 
   }
   // A row that never saw a key finalizes to 0 whatever its accumulator holds.
   const RowState never{};
-  const OutputFor<Cfg, std::int8_t>::Params op = cal.params.output;
+  const typename OutputFor<Cfg, std::int8_t>::Params op = cal.params.output;
   CHECK(finalize<OutputFor<Cfg, std::int8_t>>(12345, never, op) == 0);
   const RowState stale{5, 99999, false};
   CHECK(finalize<OutputFor<Cfg, std::int8_t>>(-777, stale, op) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("flash_step: hidden keys never matter, and an invisible block changes nothing",
+          "[flash_step]") {
+  SECTION("Precise") { check_hidden_keys_never_matter<presets::Precise>(); }
+  SECTION("Fast") { check_hidden_keys_never_matter<presets::Fast>(); }
 }
 
 // ------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@
 ///   P V       acc += P V                       mma.sync m16n8k32 u8 x s8 -> s32, in place
 ///   epilogue  the output policy per element, from the row's frame and sum
 ///
-/// It performs `flash_step` with the same policy functions (Logit::apply_offset, Exp::product,
+/// It performs `flash_step` with the same policy functions (Logit::apply_offset, Exp::product, or
+/// for a wide logit Logit::apply_wide_offset and Exp::product_wide,
 /// Softmax::reference_max / frame_move / rescale), so its output equals the host reference bit
 /// for bit (tests/device). Accumulators are kept biased (x + 2^31 mod 2^32): the P V mma adds
 /// modulo 2^32 and `rescale_biased` takes and returns that form. Launches with a bias or a mask

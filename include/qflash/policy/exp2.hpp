@@ -229,7 +229,8 @@ struct Exp2Traits<PolyExp2<Degree, Pmax, SumBits, F>> : Exp2TraitsDefaults {
 ///
 /// - In: u >= 0 in Q16 octaves below the reference (u < 0 is treated as 0). The work runs on
 ///   the headroom form v = H - u, H = (9 + SumBits) * 2^16 (`kHeadroom`), which the in-place
-///   kernel gets from the logit's multiply-add (`ScaledLog2Logit::apply_offset`, offset H - F).
+///   kernel gets from the logit's multiply-add (`ScaledLog2Logit::apply_offset`, offset H - F;
+///   for a wide logit `WideLog2Logit::apply_wide_offset`, offset (H - F) 2^16, see below).
 /// - Split: w = v >> 16 (arithmetic, <= 9 + SumBits), x = (v mod 2^16) / 2^16 as f_high = v << 16.
 /// - Mantissa: E = A0 (1 + c1 x + c2 x^2) ~ A0 * 2^x in [A0, 2 A0), A0 = Pmax * 2^23, by two
 ///   unsigned high multiplies in ascending Horner form (B1 = A1 + hi(f_high * A2), E = A0 +
@@ -335,7 +336,8 @@ struct AscendingPolyExp2 {
     return static_cast<std::uint64_t>(e) * power_of_two(static_cast<std::int32_t>(v >> 32)) +
            kRounding;
   }
-  /// The smallest distance `apply_wide` takes: a logit at most one Q16 unit below its floor.
+  /// The smallest distance `apply_wide` takes: a logit less than one Q16 unit above the frame
+  /// (t = F with fraction bits 2^16 - 1).
   static constexpr std::int64_t kMinWideDistance = -((std::int64_t{1} << 16) - 1);
 
   /// p and weight from the product's high word (X >> 32).
@@ -353,7 +355,7 @@ struct AscendingPolyExp2 {
   }
   /// round(Pmax * 2^(-u / 2^32)) up to the polynomial, u in Q32 octaves: u = (F - t) * 2^16 -
   /// (t_wide mod 2^16) for a logit t_wide below a frame F >= t = floor(t_wide / 2^16), so
-  /// u >= kMinWideDistance (smaller u counts as that); |u| < 2^62. apply_wide(u * 2^16) ==
+  /// u >= kMinWideDistance (smaller u counts as that); any int64 u. apply_wide(u * 2^16) ==
   /// apply(u) for u >= 0.
   QFLASH_HOST_DEVICE static constexpr Exp2Value apply_wide(std::int64_t u, Params = {}) noexcept {
     const std::int64_t v =
@@ -379,10 +381,13 @@ struct AscendingPolyExp2 {
   }
 };
 
-/// AscendingPolyExp2 takes wide logits (apply_wide, product_wide; tested in fast_policies_test).
+/// AscendingPolyExp2 takes wide logits (apply_wide, product_wide; tested in fast_policies_test)
+/// where Pmax 2^SumBits <= 2^15: at u = kMinWideDistance the fraction raises the product's high
+/// word by Pmax 2^SumBits c1 2^-16 < 1/2 above Pmax 2^SumBits + 2^(SumBits-1), so the weight stays
+/// <= Pmax 2^SumBits, the bound of the Q16 form (at Pmax 255, SumBits 8 it would be one more).
 template <int Pmax, int SumBits>
 struct Exp2Traits<AscendingPolyExp2<Pmax, SumBits>> : Exp2TraitsDefaults {
-  static constexpr bool has_wide_input = true;
+  static constexpr bool has_wide_input = (Pmax << SumBits) <= (1 << 15);
 };
 
 /// The published QFlash exp2 (`exp2_i32_shift` + `requantize`), with its defects fixed.

@@ -253,7 +253,7 @@ struct ScaledLog2Logit {
 ///   logits by |S_i - S_j| * 2^-33 octaves: a relative error of 1 / (2 M) (class comment of
 ///   reference/accuracy_bound.hpp's model).
 /// - Range: `calibrate` requires |t - bias| <= 2^29 for every int8 score, as ScaledLog2Logit;
-///   |t_wide| <= 2^51 + 2^44 fits int64.
+///   |t_wide| < 2^45 + 2^44 fits int64.
 /// - Rounding: none in t_wide; floor in t. Both are non-decreasing in S, so without a bias the
 ///   largest logit of a row is the logit of its largest score.
 /// - Wide form (LogitTraits::has_wide_form): probabilities take t_wide, 16 more fraction bits
@@ -282,8 +282,8 @@ struct WideLog2Logit {
                                                               const Params& prm) noexcept {
     return apply_wide_offset(score, static_cast<std::int64_t>(convert_bias(bias)) * 65536, prm);
   }
-  /// floor(S * M / 2^16) + offset: t + offset for a bias-free score (|S| <= 2^14 * 1024, so the
-  /// quotient fits int32).
+  /// floor(S * M / 2^16) + offset: t + offset for a bias-free score (the quotient fits int32
+  /// for params that `validate` accepts: |t - bias| <= 2^29).
   QFLASH_HOST_DEVICE static constexpr std::int32_t apply_offset(std::int32_t score,
                                                                 std::int32_t offset,
                                                                 const Params& prm) noexcept {
