@@ -47,6 +47,29 @@ QFLASH_HOST_DEVICE constexpr std::int64_t max_abs_score(int head_dim) noexcept {
   return std::int64_t{128} * 128 * head_dim;
 }
 
+namespace detail {
+
+/// A Q16-octave bias saturated at +-2^28 (the one-multiply logits' bias form).
+QFLASH_HOST_DEVICE constexpr std::int32_t saturate_bias_q16(std::int32_t bias) noexcept {
+  return clamp(bias, -kLogitHalfRange, kLogitHalfRange);
+}
+
+/// The multiplier round(sm_scale * 2^exponent) of the one-multiply logits, for a positive
+/// finite sm_scale, by exact power-of-two multiplications: logit_range_exceeded from 2^31 - 1/2
+/// on, scale_out_of_range where it rounds to 0.
+QFLASH_HOST_DEVICE constexpr Status scaled_multiplier(double sm_scale, int exponent,
+                                                      std::int32_t& out) noexcept {
+  double m = sm_scale;
+  for (int i = 0; i < exponent; ++i) m *= 2.0;
+  if (!(m < 2147483647.5)) return Status::logit_range_exceeded;
+  const std::int64_t rounded = round_to_int64(m);
+  if (rounded < 1) return Status::scale_out_of_range;
+  out = static_cast<std::int32_t>(rounded);
+  return Status::ok;
+}
+
+}  // namespace detail
+
 /// Scores into Q(F) octaves with one 32-bit high multiply:
 ///   t = floor(((sat(S) + L) << a) * M / 2^(32 + c)) + bias,   M * 2^a / 2^(32 + c) ~ sm_scale *
 ///   2^F
@@ -180,7 +203,7 @@ struct ScaledLog2Logit {
 
   /// A Q16-octave bias, saturated at +-2^28.
   QFLASH_HOST_DEVICE static constexpr std::int32_t convert_bias(std::int32_t bias) noexcept {
-    return clamp(bias, -kLogitHalfRange, kLogitHalfRange);
+    return detail::saturate_bias_q16(bias);
   }
 
   /// floor((S << a) * M / 2^32) + offset. S << a wraps (defined) outside |S| <= 2^14 D.
@@ -230,13 +253,8 @@ struct ScaledLog2Logit {
     if (!is_positive_finite(sm_scale)) return Status::invalid_scale;
     if (head_dim <= 0 || head_dim > 1024) return Status::logit_range_exceeded;
     Params prm{0, pre_shift_for(head_dim)};
-    // sm_scale * 2^(48 - a) by exact power-of-two multiplications.
-    double m = sm_scale;
-    for (int i = 0; i < 48 - prm.pre_shift; ++i) m *= 2.0;
-    if (!(m < 2147483647.5)) return Status::logit_range_exceeded;
-    const std::int64_t rounded = round_to_int64(m);
-    if (rounded < 1) return Status::scale_out_of_range;
-    prm.multiplier = static_cast<std::int32_t>(rounded);
+    const Status s = detail::scaled_multiplier(sm_scale, 48 - prm.pre_shift, prm.multiplier);
+    if (s != Status::ok) return s;
     if (logit_bound(prm, head_dim) > (std::int64_t{1} << 29)) return Status::logit_range_exceeded;
     out = prm;
     return Status::ok;
@@ -269,7 +287,7 @@ struct WideLog2Logit {
 
   /// A Q16-octave bias, saturated at +-2^28.
   QFLASH_HOST_DEVICE static constexpr std::int32_t convert_bias(std::int32_t bias) noexcept {
-    return clamp(bias, -kLogitHalfRange, kLogitHalfRange);
+    return detail::saturate_bias_q16(bias);
   }
 
   /// S * M + offset (Q32), exact for |S| <= 2^31 and |offset| < 2^62.
@@ -315,12 +333,9 @@ struct WideLog2Logit {
                                                        Params& out) noexcept {
     if (!is_positive_finite(sm_scale)) return Status::invalid_scale;
     if (head_dim <= 0 || head_dim > 1024) return Status::logit_range_exceeded;
-    double m = sm_scale;  // sm_scale * 2^32 by exact power-of-two multiplications
-    for (int i = 0; i < 32; ++i) m *= 2.0;
-    if (!(m < 2147483647.5)) return Status::logit_range_exceeded;
-    const std::int64_t rounded = round_to_int64(m);
-    if (rounded < 1) return Status::scale_out_of_range;
-    const Params prm{static_cast<std::int32_t>(rounded)};
+    Params prm{0};
+    const Status s = detail::scaled_multiplier(sm_scale, 32, prm.multiplier);
+    if (s != Status::ok) return s;
     if (logit_bound(prm, head_dim) > (std::int64_t{1} << 29)) return Status::logit_range_exceeded;
     out = prm;
     return Status::ok;
