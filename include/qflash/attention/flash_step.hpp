@@ -28,6 +28,7 @@
 #include "qflash/core/int_traits.hpp"
 #include "qflash/core/tile.hpp"
 #include "qflash/core/tile_ops.hpp"
+#include "qflash/policy/logit.hpp"
 #include "qflash/policy/online_softmax.hpp"
 
 namespace qflash {
@@ -66,10 +67,10 @@ QFLASH_HOST_DEVICE constexpr void flash_step(
       if (!extras.visible(i, j)) continue;
       std::int32_t t;
       if constexpr (kWide) {
-        const std::int64_t t_wide =
-            Logit::apply_wide(logits(i, j), extras.bias(i, j), logit_params);
-        t = static_cast<std::int32_t>(t_wide >> 16);
-        wide_fraction(i, j) = static_cast<std::uint16_t>(t_wide & 0xFFFF);
+        const WideLogitParts x =
+            split_wide_logit(Logit::apply_wide(logits(i, j), extras.bias(i, j), logit_params));
+        t = x.t;
+        wide_fraction(i, j) = static_cast<std::uint16_t>(x.fraction);
       } else {
         t = Logit::apply(logits(i, j), extras.bias(i, j), logit_params);
       }
@@ -86,7 +87,7 @@ QFLASH_HOST_DEVICE constexpr void flash_step(
       Exp2Value e{};
       if constexpr (kWide) {  // u = reference - t_wide in Q32 (>= -(2^16 - 1): reference >= t)
         e = Cfg::Exp::apply_wide(
-            static_cast<std::int64_t>(reference - logits(i, j)) * 65536 - wide_fraction(i, j),
+            wide_distance(reference, WideLogitParts{logits(i, j), wide_fraction(i, j)}),
             exp_params);
       } else {
         e = Cfg::Exp::apply(reference - logits(i, j), exp_params);

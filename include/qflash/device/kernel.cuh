@@ -534,10 +534,10 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
         }
         std::int32_t t;
         if constexpr (kWideLogit) {
-          const std::int64_t t_wide = Cfg::Logit::apply_wide(s[nt][e], bias, prm.logit);
-          t = static_cast<std::int32_t>(t_wide >> 16);
-          wide_fraction[nt][e / 2] |= (static_cast<std::uint32_t>(t_wide) & 0xFFFFu)
-                                      << (16 * (e % 2));
+          const WideLogitParts x =
+              split_wide_logit(Cfg::Logit::apply_wide(s[nt][e], bias, prm.logit));
+          t = x.t;
+          wide_fraction[nt][e / 2] |= x.fraction << (16 * (e % 2));
         } else {
           t = Cfg::Logit::apply(s[nt][e], bias, prm.logit);
         }
@@ -575,8 +575,7 @@ __global__ void __launch_bounds__(32 * Warps, kMinBlocksPerSm<D>)
         Exp2Value v;
         if constexpr (kWideLogit) {
           const std::uint32_t fraction = (wide_fraction[nt][e / 2] >> (16 * (e % 2))) & 0xFFFFu;
-          v = Cfg::Exp::apply_wide(
-              static_cast<std::int64_t>(reference[e / 2] - s[nt][e]) * 65536 - fraction, prm.exp);
+          v = Cfg::Exp::apply_wide(wide_distance(reference[e / 2], {s[nt][e], fraction}), prm.exp);
         } else {
           v = detail::exp_of_visible<typename Cfg::Exp>(nt < Tested, reference[e / 2] - s[nt][e],
                                                         prm.exp);

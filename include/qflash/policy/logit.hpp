@@ -261,6 +261,23 @@ struct ScaledLog2Logit {
   }
 };
 
+/// A wide logit (LogitTraits::has_wide_form) as the executors keep it: its Q16 floor t, which
+/// maxima and frames use, and the 16 fraction bits below t (t_wide = t * 2^16 + fraction).
+struct WideLogitParts {
+  std::int32_t t;
+  std::uint32_t fraction;  ///< in [0, 2^16)
+};
+/// t_wide split at 2^16 (floor), for |t_wide| < 2^47.
+QFLASH_HOST_DEVICE constexpr WideLogitParts split_wide_logit(std::int64_t t_wide) noexcept {
+  return {static_cast<std::int32_t>(t_wide >> 16), static_cast<std::uint32_t>(t_wide) & 0xFFFFu};
+}
+/// reference * 2^16 - t_wide in Q32, from the parts: the distance `Exp::apply_wide` takes
+/// (>= -(2^16 - 1) where reference >= t).
+QFLASH_HOST_DEVICE constexpr std::int64_t wide_distance(std::int32_t reference,
+                                                        const WideLogitParts& x) noexcept {
+  return static_cast<std::int64_t>(reference - x.t) * 65536 - x.fraction;
+}
+
 /// Scores into Q32 octaves with one 32 x 32 -> 64 multiply-add, no clamp, and their Q16 floor:
 ///   t_wide = S * M + bias * 2^16,   t = floor(t_wide / 2^16) = floor(S * M / 2^16) + bias,
 ///   M = round(sm_scale * 2^32)
@@ -283,7 +300,6 @@ struct WideLog2Logit {
     friend constexpr bool operator==(const Params&, const Params&) = default;
   };
   static constexpr int fraction_bits = 16;
-  static constexpr int wide_fraction_bits = 32;
 
   /// A Q16-octave bias, saturated at +-2^28.
   QFLASH_HOST_DEVICE static constexpr std::int32_t convert_bias(std::int32_t bias) noexcept {
@@ -305,7 +321,7 @@ struct WideLog2Logit {
   QFLASH_HOST_DEVICE static constexpr std::int32_t apply_offset(std::int32_t score,
                                                                 std::int32_t offset,
                                                                 const Params& prm) noexcept {
-    return static_cast<std::int32_t>(apply_wide_offset(score, 0, prm) >> 16) + offset;
+    return split_wide_logit(apply_wide_offset(score, 0, prm)).t + offset;
   }
   QFLASH_HOST_DEVICE static constexpr std::int32_t apply(std::int32_t score, std::int32_t bias,
                                                          const Params& prm) noexcept {
