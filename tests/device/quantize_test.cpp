@@ -181,8 +181,12 @@ TEST_CASE("device quantize: vectorized and element-wise layouts, row blocks == h
     vk.data = dk.get() + layout.element_offset;
     vv.data = dv.get() + layout.element_offset;
 
-    for (const std::int64_t count : {std::int64_t{1}, h}) {
-      INFO(layout.name << ", scale count " << count);
+    for (const auto& [count, passes] :
+         {std::pair{std::int64_t{1}, QuantizePasses::fused}, std::pair{h, QuantizePasses::fused},
+          std::pair{std::int64_t{1}, QuantizePasses::per_tensor},
+          std::pair{h, QuantizePasses::per_tensor}}) {
+      INFO(layout.name << ", scale count " << count << ", "
+                       << (passes == QuantizePasses::fused ? "fused" : "per-tensor") << " passes");
       const instances::Ops& ops = instances::ops(Preset::precise, OutputType::s8);
       const auto o = static_cast<std::size_t>(layout.output_offset);
       GpuBuffer<std::int8_t> q8(o + q.bits.size()), k8(o + k.bits.size()), v8(o + v.bits.size());
@@ -192,7 +196,7 @@ TEST_CASE("device quantize: vectorized and element-wise layouts, row blocks == h
       GpuBuffer<Status> statuses(static_cast<std::size_t>(count));
       const instances::HalfPipelineWorkspace ws{q8.get() + o,   k8.get() + o, v8.get() + o,
                                                 scales.get(),   amax.get(),   params.get(),
-                                                statuses.get(), count};
+                                                statuses.get(), count,        passes};
       REQUIRE(ops.quantize_half(vq, vk, vv, ws, nullptr) == Status::ok);
 
       const HostQuantized host = host_quantize({&q, &k, &v}, count, o);
