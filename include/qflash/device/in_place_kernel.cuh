@@ -88,6 +88,11 @@ inline constexpr bool kInPlaceSplitFrameMoves = D != 64;
 template <int D>
 inline constexpr bool kInPlaceUncheckedFullCopies = D > 64;
 
+/// n8 tiles of S the in-place kernel holds at once (8: 64 keys, 32 registers); steps of more
+/// tiles compute their scores again per chunk rather than hold them all (see block_softmax).
+template <int NTiles>
+inline constexpr int kInPlaceChunkTiles = NTiles < 8 ? NTiles : 8;
+
 /// Resident CTAs per SM the register budget must allow: 4 CTAs of 4 warps up to D = 64 (128
 /// registers per thread), 3 of 4 above (168: the accumulators of D = 128 alone take 64), 2 of 8.
 template <int D, int Warps>
@@ -231,24 +236,39 @@ __global__ void __launch_bounds__(32 * Warps, MinBlocksPerSm)
   // scores, frames and softmax of one step on its first `Live` n8 tiles, of which those below
   // `Tested` hold only keys (a full step: Live = Tested = n_tiles); keys at or past keys_left
   // are padding, and tiles from Live on hold none (P = 0 there, also in the second half of the
-  // last pair's P register when Live is odd).
+  // last pair's P register when Live is odd). S is held one chunk of kInPlaceChunkTiles tiles at
+  // a time: the maxima take the chunks from the last to the first, so that the first chunk's
+  // scores are still there for its softmax; a later chunk's are computed again for its own.
   const auto block_softmax = [&]<int Live, int Tested>(detail::ProbabilityFragments<Shape>& prob,
                                                        const std::uint8_t* ks, int keys_left,
                                                        bool started) {
     static_assert(Tested <= Live && Live <= Shape::n_tiles);
-    std::int32_t s[Shape::n_tiles][4] = {};
-    detail::qk_scores<Shape, Live>(s, q_frag, ks, lane);
+    constexpr int CT = kInPlaceChunkTiles<Shape::n_tiles>;
+    constexpr int Chunks = Shape::n_tiles / CT;
+    std::int32_t s[CT][4];
     const auto visible = [&](int nt, int e) {
       return nt < Tested || (nt < Live && 8 * nt + 2 * quad + (e % 2) < keys_left);
     };
-    std::int32_t tile_max[2] = {IntTraits<std::int32_t>::min, IntTraits<std::int32_t>::min};
-    QFLASH_UNROLL
-    for (int nt = 0; nt < Shape::n_tiles; ++nt) {
+    // scores: S of chunk C (tiles C CT .. C CT + CT - 1) into s; tiles without a key stay 0.
+    const auto scores_of_chunk = [&]<int C>() {
+      constexpr int live = Live - C * CT < 0 ? 0 : (Live - C * CT > CT ? CT : Live - C * CT);
       QFLASH_UNROLL
-      for (int e = 0; e < 4; ++e) {
-        if (visible(nt, e)) tile_max[e / 2] = max(tile_max[e / 2], s[nt][e]);
+      for (int j = 0; j < CT; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0;
+      if constexpr (live > 0) {
+        detail::qk_scores<Shape, live>(s, q_frag, ks + 8 * C * CT * Shape::qk_stride, lane);
       }
-    }
+    };
+    std::int32_t tile_max[2] = {IntTraits<std::int32_t>::min, IntTraits<std::int32_t>::min};
+    detail::static_for_down<0, Chunks>([&]<int C>() {
+      scores_of_chunk.template operator()<C>();
+      QFLASH_UNROLL
+      for (int j = 0; j < CT; ++j) {
+        QFLASH_UNROLL
+        for (int e = 0; e < 4; ++e) {
+          if (visible(C * CT + j, e)) tile_max[e / 2] = max(tile_max[e / 2], s[j][e]);
+        }
+      }
+    });
     QFLASH_UNROLL
     for (int r = 0; r < 2; ++r) {  // the largest score has the largest logit (bias-free launch)
       tile_max[r] = Logit::apply_offset(detail::quad_max(tile_max[r]), 0, prm.logit);
@@ -263,36 +283,45 @@ __global__ void __launch_bounds__(32 * Warps, MinBlocksPerSm)
     // words share a register (16 bits each), one shift takes P out of both, and a byte permute
     // gathers the four P bytes.
     static_assert(8 + Exp::sum_bits <= 16, "in-place kernel: high words must fit 16 bits");
-    QFLASH_UNROLL
-    for (int r = 0; r < 2; ++r) {  // row by row: the row's offset stays in one register
+    // softmax: P of chunk C from s, packed as the A operand of P V; row sums of the high words.
+    const auto softmax_of_chunk = [&]<int C>() {
       QFLASH_UNROLL
-      for (int nt = 0; nt < Shape::n_tiles; nt += 2) {
-        if (nt >= Live) {  // no key in tiles nt, nt + 1
-          prob.reg[nt / 4][r + 2 * ((nt / 2) % 2)] = 0;
-          continue;
-        }
-        std::uint32_t kept[4];  // keys (nt, 2q), (nt, 2q+1), (nt+1, 2q), (nt+1, 2q+1) of row r
+      for (int r = 0; r < 2; ++r) {  // row by row: the row's offset stays in one register
         QFLASH_UNROLL
-        for (int i = 0; i < 4; ++i) {
-          const int t = nt + i / 2, e = 2 * r + i % 2;
-          std::uint32_t high;
-          if constexpr (kWideLogit) {
-            high = static_cast<std::uint32_t>(
-                Exp::product_wide(Logit::apply_wide_offset(s[t][e], offset_wide[r], prm.logit)) >>
-                32);
-          } else {
-            high = static_cast<std::uint32_t>(
-                Exp::product(Logit::apply_offset(s[t][e], offset[r], prm.logit)) >> 32);
+        for (int j = 0; j < CT; j += 2) {
+          const int nt = C * CT + j;
+          if (nt >= Live) {  // no key in tiles nt, nt + 1
+            prob.reg[nt / 4][r + 2 * ((nt / 2) % 2)] = 0;
+            continue;
           }
-          kept[i] = visible(t, e) ? high : 0u;
-          high_sum[r] += kept[i];
+          std::uint32_t kept[4];  // keys (nt, 2q), (nt, 2q+1), (nt+1, 2q), (nt+1, 2q+1) of row r
+          QFLASH_UNROLL
+          for (int i = 0; i < 4; ++i) {
+            const int t = j + i / 2, e = 2 * r + i % 2;
+            std::uint32_t high;
+            if constexpr (kWideLogit) {
+              high = static_cast<std::uint32_t>(
+                  Exp::product_wide(Logit::apply_wide_offset(s[t][e], offset_wide[r], prm.logit)) >>
+                  32);
+            } else {
+              high = static_cast<std::uint32_t>(
+                  Exp::product(Logit::apply_offset(s[t][e], offset[r], prm.logit)) >> 32);
+            }
+            kept[i] = visible(nt + i / 2, e) ? high : 0u;
+            high_sum[r] += kept[i];
+          }
+          const std::uint32_t p01 = detail::byte_perm(kept[0], kept[1], 0x5410) >> Exp::sum_bits;
+          const std::uint32_t p23 = detail::byte_perm(kept[2], kept[3], 0x5410) >> Exp::sum_bits;
+          // S tiles nt, nt + 1 (row r) -> register r + 2 ((nt / 2) % 2) of k-chunk nt / 4.
+          prob.reg[nt / 4][r + 2 * ((nt / 2) % 2)] = detail::byte_perm(p01, p23, 0x6420);
         }
-        const std::uint32_t p01 = detail::byte_perm(kept[0], kept[1], 0x5410) >> Exp::sum_bits;
-        const std::uint32_t p23 = detail::byte_perm(kept[2], kept[3], 0x5410) >> Exp::sum_bits;
-        // S tiles nt, nt + 1 (row r) -> register r + 2 ((nt / 2) % 2) of k-chunk nt / 4.
-        prob.reg[nt / 4][r + 2 * ((nt / 2) % 2)] = detail::byte_perm(p01, p23, 0x6420);
       }
-    }
+    };
+    softmax_of_chunk.template operator()<0>();
+    detail::static_for<1, Chunks>([&]<int C>() {
+      scores_of_chunk.template operator()<C>();
+      softmax_of_chunk.template operator()<C>();
+    });
     // The row sum: sum of weights = sum of high words - (visible keys) * kWeightOffset.
     QFLASH_UNROLL
     for (int r = 0; r < 2; ++r) {

@@ -30,6 +30,7 @@
 #endif
 
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
 #include <utility>
@@ -242,6 +243,23 @@ QFLASH_DEVICE void with_live_tiles(int keys_left, F&& f) {
   (std::make_integer_sequence<int, NTiles / G>{});
 }
 
+/// f.template operator()<I>() for I = First, ..., Last - 1 (static_for) or Last - 1, ...,
+/// First (static_for_down): a loop whose index is a template argument.
+template <int First, int Last, class F>
+QFLASH_DEVICE void static_for(F&& f) {
+  if constexpr (First < Last) {
+    f.template operator()<First>();
+    static_for<First + 1, Last>(f);
+  }
+}
+template <int First, int Last, class F>
+QFLASH_DEVICE void static_for_down(F&& f) {
+  if constexpr (First < Last) {
+    f.template operator()<Last - 1>();
+    static_for_down<First, Last - 1>(f);
+  }
+}
+
 /// The top of a KV step of the two-stage pipeline: waits for the step's cp.async group (and Q's;
 /// on step 0 the group of step 1 may stay in flight) and makes it visible to the CTA. After it,
 /// every warp is done with step - 1, so its stage may be refilled.
@@ -325,12 +343,13 @@ QFLASH_DEVICE void load_q_fragments(std::uint32_t (&q_frag)[Shape::k_chunks_qk][
   }
 }
 
-/// S = Q K^T on the first `Live` n8 tiles of one step (K in `ks`, row stride Shape::qk_stride),
+/// S = Q K^T on the first `Live` n8 tiles of `s` (K from `ks` on, row stride Shape::qk_stride),
 /// added to `s` (exact int32).
-template <class Shape, int Live>
-QFLASH_DEVICE void qk_scores(std::int32_t (&s)[Shape::n_tiles][4],
+template <class Shape, int Live, std::size_t Tiles>
+QFLASH_DEVICE void qk_scores(std::int32_t (&s)[Tiles][4],
                              const std::uint32_t (&q_frag)[Shape::k_chunks_qk][4],
                              const std::uint8_t* ks, int lane) {
+  static_assert(Live >= 0 && static_cast<std::size_t>(Live) <= Tiles);
   QFLASH_UNROLL
   for (int kc = 0; kc < Shape::k_chunks_qk; ++kc) {
     QFLASH_UNROLL
