@@ -49,7 +49,7 @@ LARGE = [("L1-vitb384", 32, 12, 577, 64), ("L2-vitl512", 16, 16, 1025, 64),
 # (Z = 16384 / N) and a model width of 2048 (H = 2048 / D).
 SWEEP = [(f"sweep-d{d}-n{n}", 16384 // n, 2048 // d, n, d) for d in (64, 128)
          for n in (512, 1024, 2048, 4096, 8192, 16384)]
-PRESETS = {"paper": 0, "precise": 1, "precise_cubic": 2, "fast": 3}
+PRESETS = {"paper": 0, "precise": 1, "precise_cubic": 2, "fast": 3, "fast_long": 4}
 OUTPUTS = {"s8": 0, "s16": 1, "s32": 2, "f16": 3}
 TORCH_OUT = {"s8": torch.int8, "s16": torch.int16, "s32": torch.int32, "f16": torch.float16}
 

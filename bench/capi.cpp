@@ -34,7 +34,7 @@ QuantizePasses quantize_passes_from_env() {
 }
 
 bool valid_ids(int preset, int output) {
-  return preset >= 0 && preset <= 3 && output >= 0 && output <= 3;
+  return preset >= 0 && preset < instances::kPresetCount && output >= 0 && output <= 3;
 }
 
 /// A [Z, H, N, D] view of device data from a shape[4] and strides[4] (elements).

@@ -19,6 +19,7 @@ QFLASH_DECLARE_PRESET(paper)
 QFLASH_DECLARE_PRESET(precise)
 QFLASH_DECLARE_PRESET(precise_cubic)
 QFLASH_DECLARE_PRESET(fast)
+QFLASH_DECLARE_PRESET(fast_long)
 #undef QFLASH_DECLARE_PRESET
 #undef QFLASH_DECLARE_INSTANCE
 }  // namespace detail
@@ -33,6 +34,8 @@ const char* name(Preset p) {
       return "PreciseCubic";
     case Preset::fast:
       return "Fast";
+    case Preset::fast_long:
+      return "FastLong";
   }
   return "?";
 }
@@ -67,12 +70,13 @@ std::size_t element_size(OutputType o) {
 
 const Ops& ops(Preset p, OutputType o) {
   using namespace detail;
-  static const Ops* const table[4][4] = {
+  static const Ops* const table[kPresetCount][4] = {
       {&ops_paper_s8(), &ops_paper_s16(), &ops_paper_s32(), &ops_paper_f16()},
       {&ops_precise_s8(), &ops_precise_s16(), &ops_precise_s32(), &ops_precise_f16()},
       {&ops_precise_cubic_s8(), &ops_precise_cubic_s16(), &ops_precise_cubic_s32(),
        &ops_precise_cubic_f16()},
-      {&ops_fast_s8(), &ops_fast_s16(), &ops_fast_s32(), &ops_fast_f16()}};
+      {&ops_fast_s8(), &ops_fast_s16(), &ops_fast_s32(), &ops_fast_f16()},
+      {&ops_fast_long_s8(), &ops_fast_long_s16(), &ops_fast_long_s32(), &ops_fast_long_f16()}};
   return *table[static_cast<int>(p)][static_cast<int>(o)];
 }
 

@@ -92,11 +92,12 @@ using CaseData =
                  TypedCase<presets::PreciseCubic, OutputFor<presets::PreciseCubic, std::int8_t>>,
                  TypedCase<presets::Fast, OutputFor<presets::Fast, std::int8_t>>,
                  TypedCase<presets::Fast, OutputFor<presets::Fast, std::int16_t>>,
-                 TypedCase<presets::Fast, OutputFor<presets::Fast, Float16>>>;
+                 TypedCase<presets::Fast, OutputFor<presets::Fast, Float16>>,
+                 TypedCase<presets::FastLong, OutputFor<presets::FastLong, std::int8_t>>>;
 
 /// One row of the demo, as a backend receives it.
 struct DemoCase {
-  std::string preset;        ///< "Paper", "Precise", "PreciseCubic", "Fast"
+  std::string preset;        ///< "Paper", "Precise", "PreciseCubic", "Fast", "FastLong"
   std::string output;        ///< "s8", "s8-calibrated", "s16", "s32", "f16"
   double output_scale;       ///< real value per output unit (1 for f16, whose values are real)
   CaseData data;             ///< the typed parameters and the reference output

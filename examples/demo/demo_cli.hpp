@@ -49,6 +49,8 @@ Rows: preset / output type.
   Paper         the published QFlash numerics with their defects fixed (the baseline)
   Precise       log2-domain logits, quadratic exp2, 8-bit P per KV tile (the one to deploy)
   PreciseCubic  Precise with a cubic exp2
+  Fast          Q32 log2 logits, P against a per-row frame per 64 keys (the in-place kernel)
+  FastLong      Fast with one frame per 128 keys (fewer frame moves on long rows)
   s8, s16, s32  integer output at V's scale (s8), V/2^8 (s16), V/2^16 (s32); f16 = binary16
   s8-calibrated s8 at an output scale fitted to the result (amax / 127)
   "rejected: ..." the preset cannot serve these scales accurately (a named status)

@@ -28,9 +28,11 @@ constexpr Preset preset_of() {
     return Preset::precise;
   } else if constexpr (std::is_same_v<Cfg, presets::PreciseCubic>) {
     return Preset::precise_cubic;
-  } else {
-    static_assert(std::is_same_v<Cfg, presets::Fast>, "demo: unknown preset");
+  } else if constexpr (std::is_same_v<Cfg, presets::Fast>) {
     return Preset::fast;
+  } else {
+    static_assert(std::is_same_v<Cfg, presets::FastLong>, "demo: unknown preset");
+    return Preset::fast_long;
   }
 }
 

@@ -465,7 +465,7 @@ struct ReferenceRow {
 
 /// The rows of the demo, in table order.
 inline std::vector<ReferenceRow> reference_rows() {
-  using presets::Fast, presets::Paper, presets::Precise, presets::PreciseCubic;
+  using presets::Fast, presets::FastLong, presets::Paper, presets::Precise, presets::PreciseCubic;
   return {
       {"Paper", "s8",
        [](const DemoWorkload& d) {
@@ -507,6 +507,10 @@ inline std::vector<ReferenceRow> reference_rows() {
       {"Fast", "f16",
        [](const DemoWorkload& d) {
          return run_reference_case<Fast, Float16>(d, "Fast", "f16", 0.0f);
+       }},
+      {"FastLong", "s8",
+       [](const DemoWorkload& d) {
+         return run_reference_case<FastLong, std::int8_t>(d, "FastLong", "s8", 0.0f);
        }},
   };
 }

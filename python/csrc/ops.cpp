@@ -90,8 +90,9 @@ qi::Preset parse_preset(const char* op, c10::string_view preset) {
   if (p == "precise") return qi::Preset::precise;
   if (p == "precise_cubic") return qi::Preset::precise_cubic;
   if (p == "fast") return qi::Preset::fast;
+  if (p == "fast_long") return qi::Preset::fast_long;
   TORCH_CHECK_VALUE(false, op, ": unknown preset '", p,
-                    "' (use 'paper', 'precise', 'precise_cubic' or 'fast')");
+                    "' (use 'paper', 'precise', 'precise_cubic', 'fast' or 'fast_long')");
   return qi::Preset::precise;  // unreachable
 }
 

@@ -41,10 +41,10 @@ __all__ = ["attention_int8", "reference_int8", "attention", "PRESETS", "OUTPUT_D
            "default_output_scale", "RelativePositionBias", "relative_position_bias"]
 __version__ = "0.1.0"
 
-PRESETS = ("paper", "precise", "precise_cubic", "fast")
+PRESETS = ("paper", "precise", "precise_cubic", "fast", "fast_long")
 OUTPUT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.float16)
 HEAD_DIMS = (32, 64, 80, 96, 128)
-_PRESET_IDS = {"paper": 0, "precise": 1, "precise_cubic": 2, "fast": 3}
+_PRESET_IDS = {"paper": 0, "precise": 1, "precise_cubic": 2, "fast": 3, "fast_long": 4}
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _OUTPUT_IDS = {torch.int8: 0, torch.int16: 1, torch.int32: 2, torch.float16: 3}
 _FLOAT32_MAX = 3.4028234663852886e38
@@ -162,7 +162,7 @@ def _check_preset(op, preset):
                         f"got {type(preset).__name__}")
     if preset not in _PRESET_IDS:
         raise ValueError(f"{op}: unknown preset '{preset}' (use 'paper', 'precise', "
-                         "'precise_cubic' or 'fast')")
+                         "'precise_cubic', 'fast' or 'fast_long')")
 
 
 def _check_out_dtype(op, out_dtype, allowed):

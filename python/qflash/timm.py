@@ -284,8 +284,9 @@ def unpatchable_modules(model):
 def patch(model, *, preset="precise", scales=None, int_out_dtype=torch.int16, strict=False):
     """Make `model`'s timm attention modules run qflash; returns the patched module names.
 
-    preset: "paper", "precise", "precise_cubic" or "fast". scales: None (dynamic, fp16 path) or
-    {module name: (q_scale, k_scale, v_scale)} for every patched module (static, int8 path).
+    preset: "paper", "precise", "precise_cubic", "fast" or "fast_long". scales: None (dynamic,
+    fp16 path) or {module name: (q_scale, k_scale, v_scale)} for every patched module (static,
+    int8 path).
     int_out_dtype: the attention_int8 output type of the static path (int8/int16/int32 codes,
     dequantized with qflash.default_output_scale, or float16). Patching an already patched model
     updates preset, int_out_dtype and (when given) scales. Unpatchable modules (overridden

@@ -15,7 +15,7 @@ if torch.cuda.is_available():
 else:  # keep collection working on machines without the extension
     qflash = pytest.importorskip("qflash")
 
-PRESETS = ["paper", "precise", "precise_cubic", "fast"]
+PRESETS = ["paper", "precise", "precise_cubic", "fast", "fast_long"]
 Q_SCALE, K_SCALE, V_SCALE = 4.0 / 127, 4.0 / 127, 0.05
 WIN = 7  # Swin-T windows: 7 x 7 = 49 tokens, relative table (2 * 7 - 1)^2 = 169 entries
 

@@ -20,7 +20,7 @@ if torch.cuda.is_available():
 else:  # keep collection working on machines without the extension
     qflash = pytest.importorskip("qflash")
 
-PRESETS = ["paper", "precise", "precise_cubic", "fast"]
+PRESETS = ["paper", "precise", "precise_cubic", "fast", "fast_long"]
 OUT_DTYPES = [torch.int8, torch.int16, torch.int32, torch.float16]
 # (B, H, Nq, Nkv, D)
 SHAPES = [(1, 6, 197, 197, 64), (4, 3, 49, 49, 32), (1, 2, 77, 130, 80), (2, 1, 16, 33, 128)]

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <random>
 #include <string>
 #include <string_view>
@@ -30,7 +31,8 @@ using qflash::reference::EquivalenceCase;
 using qflash::reference::InputPattern;
 using qflash::reference::Layout;
 
-constexpr Preset kPresets[] = {Preset::paper, Preset::precise, Preset::precise_cubic, Preset::fast};
+constexpr Preset kPresets[] = {Preset::paper, Preset::precise, Preset::precise_cubic, Preset::fast,
+                               Preset::fast_long};
 constexpr OutputType kOutputs[] = {OutputType::s8, OutputType::s16, OutputType::s32,
                                    OutputType::f16};
 
@@ -243,8 +245,33 @@ TEST_CASE("gpu == reference: Swin-sized D = 32 launches on both in-place instanc
     c.seq_q = c.seq_kv = 49;
     c.head_dim = 32;
     c.seed = 11;
-    for (const OutputType o : kOutputs) {
-      jobs.push_back({Preset::fast, o, c, std::to_string(c.batch * c.heads) + " CTAs"});
+    for (const Preset p : {Preset::fast, Preset::fast_long}) {
+      for (const OutputType o : kOutputs) {
+        jobs.push_back({p, o, c, std::to_string(c.batch * c.heads) + " CTAs"});
+      }
+    }
+  }
+  CHECK(run_jobs(jobs) == 0);
+}
+
+TEST_CASE("gpu == reference: FastLong's two score chunks per step at every head dim",
+          "[gpu][fast_long]") {
+  // FastLong's step is 128 keys: the in-place kernel holds S 64 keys at a time and computes the
+  // second chunk twice (maxima, then softmax). Key counts on both sides of each chunk and step
+  // boundary, including steps whose second chunk holds no key.
+  std::vector<Job> jobs;
+  for (const std::int64_t d : {32, 64, 80, 96, 128}) {
+    for (const std::int64_t keys : {1, 8, 63, 64, 65, 127, 128, 129, 191, 192, 200, 257, 577}) {
+      EquivalenceCase c;
+      c.heads = 2;
+      c.seq_q = 70;
+      c.seq_kv = keys;
+      c.head_dim = d;
+      c.seed = 300 + static_cast<std::uint64_t>(keys);
+      for (const OutputType o : {OutputType::s8, OutputType::f16}) {
+        jobs.push_back(
+            {Preset::fast_long, o, c, "D " + std::to_string(d) + ", Nkv " + std::to_string(keys)});
+      }
     }
   }
   CHECK(run_jobs(jobs) == 0);
@@ -331,7 +358,7 @@ TEST_CASE("gpu == reference: seeded random configurations", "[gpu][random]") {
         std::exp(std::uniform_real_distribution<double>(std::log(30.0), std::log(1e6))(rng));
     if (pick(0, 4) == 0)
       c.out_scale_factor = std::uniform_real_distribution<double>(0.05, 2.0)(rng);
-    const auto p = kPresets[pick(0, 3)];
+    const auto p = kPresets[pick(0, static_cast<std::int64_t>(std::size(kPresets)) - 1)];
     const auto o = kOutputs[pick(0, 3)];
     c.odd_output_stride = pick(0, 7) == 0;
     jobs.push_back({p, o, c, "random case " + std::to_string(i)});

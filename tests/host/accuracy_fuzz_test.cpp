@@ -257,7 +257,7 @@ TEST_CASE("accuracy fuzz: every accepted configuration meets its proven floor", 
   std::map<std::string, Tally> tallies;
   for (std::int64_t c = 0; c < configs; ++c) {
     const FuzzProblem f = random_problem(rng, std::int64_t{1} << 21);
-    switch (rng.below(4)) {
+    switch (rng.below(5)) {
       case 0:
         run_outputs<presets::Paper>(f, rng, tallies, "Paper");
         break;
@@ -266,6 +266,9 @@ TEST_CASE("accuracy fuzz: every accepted configuration meets its proven floor", 
         break;
       case 2:
         run_outputs<presets::Fast>(f, rng, tallies, "Fast");
+        break;
+      case 3:
+        run_outputs<presets::FastLong>(f, rng, tallies, "FastLong");
         break;
       default:
         run_outputs<presets::PreciseCubic>(f, rng, tallies, "PreciseCubic");

@@ -166,6 +166,7 @@ TEST_CASE("flash_step: blocks of random tiles equal the per-row emulation", "[fl
     check_flash_step<presets::Precise, 2, 64, 32>(rng, qk);
     check_flash_step<presets::Fast, 4, 64, 64>(rng, qk);
     check_flash_step<presets::FastT<32>, 2, 32, 32>(rng, qk);
+    check_flash_step<presets::FastLong, 2, 128, 32>(rng, qk);
   }
 }
 
@@ -255,6 +256,7 @@ TEST_CASE("flash_step: hidden keys never matter, and an invisible block changes 
           "[flash_step]") {
   SECTION("Precise") { check_hidden_keys_never_matter<presets::Precise>(); }
   SECTION("Fast") { check_hidden_keys_never_matter<presets::Fast>(); }
+  SECTION("FastLong") { check_hidden_keys_never_matter<presets::FastLong>(); }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -429,6 +431,7 @@ TEST_CASE("flash_step: the reference on N not a multiple of block_n", "[flash_st
     check_ragged<presets::Paper, std::int8_t>(rng, n, 32, 0.03);
     check_ragged<presets::PreciseCubic, std::int16_t>(rng, n, 32, 0.01);
     check_ragged<presets::Fast, std::int8_t>(rng, n, 64, 0.03);
+    check_ragged<presets::FastLong, std::int8_t>(rng, n, 64, 0.03);
   }
   check_ragged<presets::Fast, qflash::Float16>(rng, 33, 80, 0.02);
   check_ragged<presets::Precise, qflash::Float16>(rng, 33, 80, 0.02);

@@ -165,6 +165,7 @@ TEST_CASE(
   SECTION("PreciseCubic") { check_uniform_all_outputs<presets::PreciseCubic>(70); }
   SECTION("Paper") { check_uniform_all_outputs<presets::Paper>(70); }
   SECTION("Fast") { check_uniform_all_outputs<presets::Fast>(70); }
+  SECTION("FastLong") { check_uniform_all_outputs<presets::FastLong>(200); }
 }
 
 TEST_CASE("extremes: the representable scale range of each preset", "[extremes]") {

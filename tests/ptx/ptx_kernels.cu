@@ -37,9 +37,10 @@ template void instantiate_all_outputs<presets::Paper>();
 template void instantiate_all_outputs<presets::Precise>();
 template void instantiate_all_outputs<presets::PreciseCubic>();
 template void instantiate_all_outputs<presets::Fast>();
+template void instantiate_all_outputs<presets::FastLong>();
 
-/// The in-place kernel (presets::Fast without bias or mask) at every head dim and output, with
-/// each warps-per-CTA count the launcher uses.
+/// The in-place kernel (presets::Fast and FastLong without bias or mask) at every head dim and
+/// output, with each warps-per-CTA count the launcher uses.
 template <InPlaceConfig Cfg, class OutT>
 void instantiate_in_place() {
   using Output = OutputFor<Cfg, OutT>;
@@ -56,5 +57,7 @@ template void instantiate_in_place<presets::Fast, std::int8_t>();
 template void instantiate_in_place<presets::Fast, std::int16_t>();
 template void instantiate_in_place<presets::Fast, std::int32_t>();
 template void instantiate_in_place<presets::Fast, Float16>();
+template void instantiate_in_place<presets::FastLong, std::int8_t>();
+template void instantiate_in_place<presets::FastLong, Float16>();
 
 }  // namespace qflash::device

@@ -53,6 +53,10 @@ struct FastT {
   static constexpr int block_n = BlockN;
 };
 using Fast = FastT<64>;
+/// Fast with one frame per 128 keys: half the frame moves of Fast per key, for long rows at
+/// D <= 64 (the in-place kernel holds S 64 keys at a time and computes the second half twice).
+/// Its own numerics: P is quantized against the frame of 128 keys (SQNR in docs/numerics.md).
+using FastLong = FastT<128>;
 
 using Precise = PreciseT<2>;       ///< quadratic exp2 (0.27 % max error)
 using PreciseCubic = PreciseT<3>;  ///< cubic exp2 (0.012 % max error)
@@ -61,6 +65,7 @@ static_assert(KernelConfig<Paper>);
 static_assert(KernelConfig<Precise>);
 static_assert(KernelConfig<PreciseCubic>);
 static_assert(InPlaceConfig<Fast>);
+static_assert(InPlaceConfig<FastLong>);
 static_assert(!InPlaceConfig<Precise> && !InPlaceConfig<Paper>);
 
 }  // namespace qflash::presets
