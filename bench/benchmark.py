@@ -11,7 +11,6 @@ part of the run-to-run spread). Rows:
   sdpa-{cudnn,flash,efficient}-fp16   torch.nn.functional.scaled_dot_product_attention, one backend
   qflash-<preset>-<out>               our kernel alone on int8 Q/K/V (inputs already quantized)
   qflash-<preset>-f16-e2e             fp16 in -> device quantize + calibrate -> kernel -> fp16 out
-  qflash-<preset>-f16-e2e-<plan>      the same with the quantize plan forced (--quantize-plans)
   qflash-official                     the released QFlash Triton kernel, if --official is given
   floor-read-qkv                      torch's amax over the fp16 q, k, v (one read of each, no
                                       write): the memory floor that issue 12's fp16 -> fp16
@@ -255,15 +254,6 @@ def run_workload(lib, name, z, h, n, d, batch, args, rows, official, sqnr=True):
         check(lib, call_e2e(), "e2e")
         torch.cuda.synchronize()
         add(f"qflash-{preset}-f16-e2e", bench(call_e2e), out, fn=call_e2e)
-        # The same call under each named quantize plan (bench/capi.cpp reads the variable per call).
-        for plan_name in args.quantize_plans:
-            os.environ["QFLASH_QUANTIZE_PASSES"] = plan_name
-            try:
-                check(lib, call_e2e(), "e2e " + plan_name)
-                torch.cuda.synchronize()
-                add(f"qflash-{preset}-f16-e2e-{plan_name}", bench(call_e2e), out, fn=call_e2e)
-            finally:
-                del os.environ["QFLASH_QUANTIZE_PASSES"]
 
     if official is not None:
         out = official.qflash_forward(q, k, v)
@@ -285,19 +275,12 @@ def main():
     ap.add_argument("--append", action="store_true",
                     help="add this run's rows (after a comment line with its header) to an existing --tsv")
     ap.add_argument("--energy", action="store_true", help="NVML energy per call for every row")
-    ap.add_argument("--quantize-plans", default="",
-                    help="comma list of fused, per_tensor: extra f16-e2e rows with the device quantize pass "
-                         "forced to that plan (the plain e2e row uses automatic)")
     args = ap.parse_args()
     if args.energy:
         global _NVML
         _NVML = Nvml()
     args.presets = args.presets.split(",")
     args.outputs = args.outputs.split(",")
-    args.quantize_plans = [p for p in args.quantize_plans.split(",") if p]
-    bad = [p for p in args.quantize_plans if p not in ("fused", "per_tensor")]
-    if bad:
-        ap.error(f"--quantize-plans: unknown {', '.join(bad)} (fused, per_tensor)")
     lib = load_lib(args.lib)
     official = None
     if args.official:

@@ -3,7 +3,6 @@
 // other foreign caller. Pointers are device pointers; strides are in elements; the stream is a
 // cudaStream_t (0 = legacy default stream). Every function returns a qflash::Status code.
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <span>
@@ -21,17 +20,6 @@ struct Plan {
   std::int64_t count;
   std::vector<unsigned char> params;  // count * ops.params_size bytes
 };
-
-/// The quantize plan of qflash_half_run: QuantizePasses::automatic unless the environment
-/// variable QFLASH_QUANTIZE_PASSES names `fused` or `per_tensor` (for timing the plans against
-/// each other; every plan gives the same codes and scales).
-QuantizePasses quantize_passes_from_env() {
-  const char* name = std::getenv("QFLASH_QUANTIZE_PASSES");
-  if (name == nullptr) return QuantizePasses::automatic;
-  if (std::strcmp(name, "fused") == 0) return QuantizePasses::fused;
-  if (std::strcmp(name, "per_tensor") == 0) return QuantizePasses::per_tensor;
-  return QuantizePasses::automatic;
-}
 
 bool valid_ids(int preset, int output) {
   return preset >= 0 && preset < instances::kPresetCount && output >= 0 && output <= 3;
@@ -138,7 +126,6 @@ int qflash_half_run(int preset, int output, const void* q, const void* k, const 
   ws.statuses = reinterpret_cast<Status*>(base + align(qn) + 2 * align(kvn) + 2 * align(12) +
                                           align(static_cast<std::int64_t>(ops.params_size)));
   ws.count = 1;
-  ws.passes = quantize_passes_from_env();
   const std::int64_t out_strides[4] = {strides[12], strides[13], strides[14], strides[15]};
   return static_cast<int>(ops.launch_from_half(
       view<std::uint16_t>(q, q_shape, strides), view<std::uint16_t>(k, kv_shape, strides + 4),
