@@ -76,7 +76,7 @@ struct Instance {
     Status s = device::quantize_qkv(as_half(q), as_half(k), as_half(v), granularity, ws.scales,
                                     ws.amax, bhnd(ws.q8, q.batch, q.heads, q.seq, q.dim),
                                     bhnd(ws.k8, k.batch, k.heads, k.seq, k.dim),
-                                    bhnd(ws.v8, v.batch, v.heads, v.seq, v.dim), st, ws.passes);
+                                    bhnd(ws.v8, v.batch, v.heads, v.seq, v.dim), st);
     if (s != Status::ok) return s;
     return device::calibrate_on_device<Cfg, Output>(
         ws.scales, nullptr, ws.count, static_cast<int>(q.dim), 0.0, static_cast<Params*>(ws.params),

@@ -11,7 +11,6 @@
 #include <string>
 
 #include "qflash/attention/problem.hpp"
-#include "qflash/core/int8_quantize.hpp"
 #include "qflash/core/status.hpp"
 #include "qflash/policy/calibrate.hpp"
 #include "qflash/reference/equivalence_case.hpp"
@@ -53,8 +52,7 @@ struct HalfPipelineWorkspace {
   float *scales = nullptr, *amax = nullptr;
   void* params = nullptr;
   Status* statuses = nullptr;
-  std::int64_t count = 1;                             ///< 1: per-tensor scales; H: per-head scales
-  QuantizePasses passes = QuantizePasses::automatic;  ///< how quantize_qkv reads Q, K, V
+  std::int64_t count = 1;  ///< 1: per-tensor scales; H: per-head scales
 };
 
 /// One (preset, output type) pair, type-erased. `params` always points to an array of

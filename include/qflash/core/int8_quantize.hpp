@@ -18,13 +18,6 @@ namespace qflash {
 /// Largest magnitude of a symmetric int8 code: codes are in [-127, 127] (-128 is never produced).
 inline constexpr int kInt8Limit = 127;
 
-/// How the device quantize pass (device/quantize.cuh) reads Q, K and V: `fused`, one amax kernel
-/// and one quantize kernel over all three; `per_tensor`, an amax and a quantize kernel per tensor,
-/// so that the quantize kernel re-reads from L2 what its amax kernel read last; `automatic`,
-/// per_tensor where the three inputs together exceed the device's L2 cache, else fused. Every
-/// plan gives the same codes and scales.
-enum class QuantizePasses : std::uint8_t { automatic, fused, per_tensor };
-
 namespace detail {
 
 /// x / y, one binary32 division rounded to nearest even (IEEE), on host and device.

@@ -77,9 +77,8 @@ struct BlockRows {
 };
 
 template <class T>
-QFLASH_DEVICE BlockRows block_rows(const Tensor4<const T>& x, const QkvViews<T>& views,
-                                   std::int64_t block) {
-  const std::int64_t h = block / views.splits, part = block % views.splits;
+QFLASH_DEVICE BlockRows block_rows(const Tensor4<const T>& x, const QkvViews<T>& views) {
+  const std::int64_t h = blockIdx.x / views.splits, part = blockIdx.x % views.splits;
   const std::int64_t first = part * views.rows_per_block, rows = x.batch * x.seq;
   const std::int64_t count =
       first >= rows ? 0
@@ -142,24 +141,12 @@ QFLASH_DEVICE void for_each_vector(const Tensor4<const T>& x, const BlockRows& r
   }
 }
 
-/// Which tensors a launch covers (first_tensor + blockIdx.y) and in which order its blocks take
-/// the rows (reversed: block b takes the rows of block gridDim.x - 1 - b).
-struct PassPlan {
-  int first_tensor = 0;
-  bool reversed = false;
-  QFLASH_DEVICE int tensor() const { return first_tensor + static_cast<int>(blockIdx.y); }
-  QFLASH_DEVICE std::int64_t block() const {
-    return reversed ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
-  }
-};
-
 /// Block: max |x| over its rows of tensor t, folded into amax[t * count + slot].
 template <class T>
-__global__ void amax_kernel(const QkvViews<T> views, float* amax, std::int64_t count,
-                            PassPlan plan) {
-  const int t = plan.tensor();
+__global__ void amax_kernel(const QkvViews<T> views, float* amax, std::int64_t count) {
+  const int t = static_cast<int>(blockIdx.y);
   const Tensor4<const T>& x = views.in[t];
-  const BlockRows rows = block_rows(x, views, plan.block());
+  const BlockRows rows = block_rows(x, views);
   float local = 0.0f;
   for_each_vector(x, rows, views.by_seq[t], views.vectorized[t],
                   [&](std::int64_t, std::int64_t, int, const float* values, int width) {
@@ -183,15 +170,14 @@ __global__ void amax_kernel(const QkvViews<T> views, float* amax, std::int64_t c
 /// the slot's scale.
 template <class T>
 __global__ void quantize_kernel(const QkvViews<T> views, const float* amax, float* scales,
-                                std::int64_t count, PassPlan plan) {
+                                std::int64_t count) {
   constexpr int kWidth = kVectorWidth<T>;
   using Packed = std::conditional_t<kWidth == 8, uint2, unsigned>;  // kWidth int8 codes
   static_assert(sizeof(Packed) == kWidth);
-  const int t = plan.tensor();
+  const int t = static_cast<int>(blockIdx.y);
   const Tensor4<const T>& x = views.in[t];
   const Tensor4<std::int8_t>& out = views.out[t];
-  const std::int64_t block = plan.block();
-  const BlockRows rows = block_rows(x, views, block);
+  const BlockRows rows = block_rows(x, views);
   const std::int64_t slot = t * count + (count == 1 ? 0 : rows.h);
   const float scale = symmetric_scale(amax[slot]);
   std::int8_t* out_head = out.data + rows.h * out.stride_head;
@@ -210,7 +196,7 @@ __global__ void quantize_kernel(const QkvViews<T> views, const float* amax, floa
           *dst = quantize_value(values[0], scale);
         }
       });
-  const bool first_of_slot = block % views.splits == 0 && (count != 1 || rows.h == 0);
+  const bool first_of_slot = blockIdx.x % views.splits == 0 && (count != 1 || rows.h == 0);
   if (threadIdx.x == 0 && first_of_slot) scales[slot] = scale;
 }
 
@@ -283,19 +269,17 @@ bool vectorizable(const Tensor4<const T>& x, const Tensor4<std::int8_t>& out) {
 /// - `amax_workspace`: device memory for as many floats (overwritten).
 /// - `q8`, `k8`, `v8`: int8 outputs, any strides (use 16-byte rows for the attention kernel).
 /// Stream-ordered: a memset and two kernels (an amax pass and a quantize pass, each reading the
-/// input once, vectorized where the views allow), or two per tensor (`passes`, QuantizePasses:
-/// by default where the inputs together exceed the L2 cache), no host synchronisation. K and V may
-/// have another sequence length than Q. Errors, before any device work: null_pointer,
-/// empty_problem, unsupported_head_dim, shape_mismatch; invalid_stride (negative strides, a view
-/// past 2^48 bytes, an output whose elements overlap); output_overlaps_input (codes over an input,
+/// input once, vectorized where the views allow), no host synchronisation. K and V may have
+/// another sequence length than Q. Errors, before any device work: null_pointer, empty_problem,
+/// unsupported_head_dim, shape_mismatch; invalid_stride (negative strides, a view past 2^48
+/// bytes, an output whose elements overlap); output_overlaps_input (codes over an input,
 /// another output, the scales or the workspace, or scales over the workspace); too_many_heads
 /// (Z, H or Z * H from 2^31); sequence_too_long (N above 2^29).
 template <class T>
 Status quantize_qkv(const Tensor4<const T>& q, const Tensor4<const T>& k, const Tensor4<const T>& v,
                     ScaleGranularity granularity, float* scales, float* amax_workspace,
                     const Tensor4<std::int8_t>& q8, const Tensor4<std::int8_t>& k8,
-                    const Tensor4<std::int8_t>& v8, cudaStream_t stream = 0,
-                    QuantizePasses passes = QuantizePasses::automatic) {
+                    const Tensor4<std::int8_t>& v8, cudaStream_t stream = 0) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, __half>,
                 "quantize_qkv: inputs must be float or __half");
   if (scales == nullptr || amax_workspace == nullptr) return Status::null_pointer;
@@ -362,28 +346,9 @@ Status quantize_qkv(const Tensor4<const T>& q, const Tensor4<const T>& k, const 
                       stream) != cudaSuccess) {
     return Status::cuda_error;
   }
-  if (passes == QuantizePasses::automatic) {
-    std::int64_t input_bytes = 0;
-    for (const auto& r : in_bytes) input_bytes += static_cast<std::int64_t>(r.end - r.begin);
-    int device = 0, l2_bytes = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device) != cudaSuccess) {
-      return Status::cuda_error;
-    }
-    passes = input_bytes > l2_bytes ? QuantizePasses::per_tensor : QuantizePasses::fused;
-  }
-  const auto blocks = static_cast<unsigned>(q.heads * views.splits);
-  if (passes == QuantizePasses::per_tensor) {
-    for (int t = 0; t < 3; ++t) {
-      detail::amax_kernel<T><<<blocks, 256, 0, stream>>>(views, amax_workspace, count, {t, false});
-      detail::quantize_kernel<T>
-          <<<blocks, 256, 0, stream>>>(views, amax_workspace, scales, count, {t, true});
-    }
-  } else {
-    const dim3 grid(blocks, 3);
-    detail::amax_kernel<T><<<grid, 256, 0, stream>>>(views, amax_workspace, count, {});
-    detail::quantize_kernel<T><<<grid, 256, 0, stream>>>(views, amax_workspace, scales, count, {});
-  }
+  const dim3 grid(static_cast<unsigned>(q.heads * views.splits), 3);
+  detail::amax_kernel<T><<<grid, 256, 0, stream>>>(views, amax_workspace, count);
+  detail::quantize_kernel<T><<<grid, 256, 0, stream>>>(views, amax_workspace, scales, count);
   return cudaPeekAtLastError() == cudaSuccess ? Status::ok : Status::cuda_error;
 }
 
