@@ -36,12 +36,12 @@ if want sanitizers; then
 step memcheck env QFLASH_RANDOM_CASES=200 compute-sanitizer --tool memcheck --error-exitcode 1 \
   --print-limit 20 "$gpu_tests"
 # racecheck tracks one launch at a time: one test thread, each group of cases on its own.
-for group in "[paper]" "[edge],[paired]" "[swin],[random]" "[quantize],[errors],[graph]"; do
+for group in "[paper]" "[edge],[paired]" "[swin],[random]" "[quantize],[errors],[graph]" "[fast_long]"; do
   step "racecheck_${group//[^a-z]/_}" env QFLASH_RANDOM_CASES=12 QFLASH_TEST_THREADS=1 \
     compute-sanitizer --tool racecheck --error-exitcode 1 --print-limit 20 "$gpu_tests" "$group"
 done
 step synccheck env QFLASH_RANDOM_CASES=40 QFLASH_TEST_THREADS=1 compute-sanitizer --tool synccheck \
-  --error-exitcode 1 --print-limit 20 "$gpu_tests" "[swin],[random]"
+  --error-exitcode 1 --print-limit 20 "$gpu_tests" "[swin],[random],[fast_long]"
 fi
 if want examples; then
 step example_02 "$build/examples/qflash_example_02_flash_attention_gpu"
