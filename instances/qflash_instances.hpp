@@ -18,7 +18,7 @@
 namespace qflash::instances {
 
 enum class Preset : int { paper = 0, precise = 1, precise_cubic = 2, fast = 3, fast_long = 4 };
-inline constexpr int kPresetCount = 5;
+inline constexpr int kPresetCount = static_cast<int>(Preset::fast_long) + 1;
 
 /// A Z x H x N x D attention shape (self-attention: Nq = Nkv = N).
 struct Workload {

@@ -251,7 +251,7 @@ __global__ void __launch_bounds__(32 * Warps, MinBlocksPerSm)
     };
     // scores: S of chunk C (tiles C CT .. C CT + CT - 1) into s; tiles without a key stay 0.
     const auto scores_of_chunk = [&]<int C>() {
-      constexpr int live = Live - C * CT < 0 ? 0 : (Live - C * CT > CT ? CT : Live - C * CT);
+      constexpr int live = qflash::clamp(Live - C * CT, 0, CT);
       QFLASH_UNROLL
       for (int j = 0; j < CT; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0;
       if constexpr (live > 0) {
