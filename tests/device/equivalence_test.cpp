@@ -277,6 +277,30 @@ TEST_CASE("gpu == reference: FastLong's two score chunks per step at every head 
   CHECK(run_jobs(jobs) == 0);
 }
 
+TEST_CASE("gpu == reference: Fast's two V^T buffers (P V deferred a step) at D = 64",
+          "[gpu][deferred_pv]") {
+  // At D = 64 Fast runs a step's P V at the top of the next step, from V^T buffers that
+  // alternate between steps (the second in the Q tile's bytes): odd and even step counts, a
+  // ragged last step, a query tile whose last warps hold no row, and D = 32 / 128 beside it
+  // (two barriers per step there).
+  std::vector<Job> jobs;
+  for (const std::int64_t d : {32, 64, 128}) {
+    for (const std::int64_t keys : {1, 63, 64, 65, 128, 129, 192, 255, 320, 577, 1024}) {
+      EquivalenceCase c;
+      c.heads = 2;
+      c.seq_q = 70;
+      c.seq_kv = keys;
+      c.head_dim = d;
+      c.seed = 700 + static_cast<std::uint64_t>(keys);
+      for (const OutputType o : {OutputType::s8, OutputType::f16}) {
+        jobs.push_back(
+            {Preset::fast, o, c, "D " + std::to_string(d) + ", Nkv " + std::to_string(keys)});
+      }
+    }
+  }
+  CHECK(run_jobs(jobs) == 0);
+}
+
 TEST_CASE("gpu == reference: Swin bias tables and shifted-window masks", "[gpu][swin]") {
   std::vector<Job> jobs;
   for (const Preset p : kPresets) {

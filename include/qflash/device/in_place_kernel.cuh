@@ -3,14 +3,16 @@
 /// The in-place integer FlashAttention kernel, for configurations whose softmax accumulates in
 /// place (`InPlaceConfig`: presets::Fast). Per KV step and warp (16 query rows):
 ///
-///   load      K, V of the step by cp.async (double-buffered), V^T by byte permutes
+///   load      K, V of the step by cp.async (double-buffered), V^T by byte permutes (with
+///             kInPlaceDefersPv: after the step's softmax, into one of two V^T buffers)
 ///   scores    S = Q K^T                       mma.sync m16n8k32 s8 x s8 -> s32
 ///   frames    row max of raw S (t is non-decreasing in S) -> tile max logit -> new frame F';
 ///             the accumulators and row sums move to F' (skipped when no row of the warp moves)
 ///   softmax   per score: v = t + (H - F') (one multiply-add; with a wide logit v = S M +
 ///             (H - F') 2^16 in Q32, one IMAD.WIDE), X = exp product; P = X_hi >> SB
 ///             packed as the A operand of P V, the row sum adds X_hi (the weight plus a constant)
-///   P V       acc += P V                       mma.sync m16n8k32 u8 x s8 -> s32, in place
+///   P V       acc += P V                       mma.sync m16n8k32 u8 x s8 -> s32, in place;
+///             with kInPlaceDefersPv after the next step's barrier, from the step's V^T buffer
 ///   epilogue  the output policy per element, from the row's frame and sum
 ///
 /// It performs `flash_step` with the same policy functions (Logit::apply_offset, Exp::product, or
@@ -107,6 +109,15 @@ inline constexpr int kInPlaceLargeLaunchMinBlocksPerSm = D == 32 ? 6 : 0;
 
 /// A launch is large from this many waves of kInPlaceMinBlocksPerSm CTAs per SM on.
 inline constexpr int kInPlaceLargeLaunchWaves = 8;
+
+/// Whether the in-place kernel defers a step's P V to the top of the next step, after the barrier
+/// that makes the next step's K/V visible, which then also completes this step's V^T: one barrier
+/// per step instead of two. Steps alternate between two V^T buffers; the second takes the bytes
+/// of the Q tile (read only on step 0, into registers), so it needs V^T no larger than Q: Fast
+/// at D = 64, the one head dim where it was measured to pay (slower at D = 32 and 128, not
+/// measured at 80 and 96; docs/benchmarks.md).
+template <class Shape, int D>
+inline constexpr bool kInPlaceDefersPv = D == 64 && Shape::vt_bytes <= Shape::q_bytes;
 
 template <InPlaceConfig Cfg, OutputPolicy Output, int D, int Warps,
           int MinBlocksPerSm = kInPlaceMinBlocksPerSm<D, Warps>>
@@ -331,8 +342,10 @@ __global__ void __launch_bounds__(32 * Warps, MinBlocksPerSm)
     }
   };
 
-  // P V into the accumulators (P is zero past keys_left; whole k-chunks of padding skipped).
-  const auto accumulate_pv = [&](const detail::ProbabilityFragments<Shape>& prob, int keys_left) {
+  // P V into the accumulators from V^T at vt (P is zero past keys_left; whole k-chunks of
+  // padding skipped).
+  const auto accumulate_pv = [&](const detail::ProbabilityFragments<Shape>& prob,
+                                 const std::uint8_t* vt, int keys_left) {
     QFLASH_UNROLL
     for (int kc = 0; kc < Shape::k_chunks_pv; ++kc) {
       if (kc > 0 && 32 * kc >= keys_left) break;  // warp-uniform
@@ -340,29 +353,43 @@ __global__ void __launch_bounds__(32 * Warps, MinBlocksPerSm)
       for (int dn = 0; dn < Shape::d_tiles; dn += 2) {
         std::uint32_t v[4];
         const int d = 8 * dn + (lane % 8) + 8 * (lane / 16);
-        ldmatrix_x4(v, vt_s + d * Shape::vt_stride + 32 * kc + 16 * ((lane / 8) % 2));
+        ldmatrix_x4(v, vt + d * Shape::vt_stride + 32 * kc + 16 * ((lane / 8) % 2));
         mma_u8s8(acc[dn], prob.reg[kc], {v[0], v[1]});
         mma_u8s8(acc[dn + 1], prob.reg[kc], {v[2], v[3]});
       }
     }
   };
 
-  // One KV step: its K/V visible, the next step's load issued, V^T built, then scores and
-  // block softmax (`softmax_of(prob, ks, keys_left)`), then P V. `Full`: all STEP keys exist.
+  // One KV step: its K/V visible, the next step's load issued, V^T built, scores and block
+  // softmax (`softmax_of(prob, ks, keys_left)`), then P V. `Full`: all STEP keys exist.
+  // With kInPlaceDefersPv, the P V of a step runs at the top of the next (and of the last, after
+  // the loop), so that the one barrier (A) also completes the step's V^T; P stays in `prob`.
+  // V^T is then built after the softmax, so that its shared-memory traffic overlaps the
+  // softmax's tail and the next P V rather than delaying the scores.
+  constexpr bool kDefersPv = kInPlaceDefersPv<Shape, D>;
+  const auto vt_of = [&](int step) { return kDefersPv && (step & 1) != 0 ? q_s : vt_s; };
+  detail::ProbabilityFragments<Shape> prob;
   const auto kv_step = [&]<bool Full>(int step, const auto& softmax_of) {
     const int stage = step & 1;
     const std::int64_t key0 = static_cast<std::int64_t>(step) * STEP;
     const int keys_left = Full ? STEP : detail::step_keys<STEP>(nkv, step);
     detail::await_step(step, steps);  // (A) step `step` (and Q) visible; step - 1 consumed
     if (step > 0 && step + 1 < steps) load_step(stage ^ 1, key0 + STEP);
-    detail::transpose_v<Shape, D>(vn_s + stage * Shape::vn_bytes, vt_s);
-    detail::ProbabilityFragments<Shape> prob;
+    if constexpr (kDefersPv) {  // the previous step's P V (a full step: only the last is ragged)
+      if (warp_active && step > 0) accumulate_pv(prob, vt_of(step - 1), STEP);
+    } else {
+      detail::transpose_v<Shape, D>(vn_s + stage * Shape::vn_bytes, vt_s);
+    }
     if (warp_active) {
       if (step == 0) detail::load_q_fragments<Shape>(q_frag, q_s, warp, lane);
       softmax_of(prob, k_s + stage * Shape::k_bytes, keys_left, step > 0);
     }
-    __syncthreads();  // (B) vt_s complete
-    if (warp_active) accumulate_pv(prob, keys_left);
+    if constexpr (kDefersPv) {
+      detail::transpose_v<Shape, D>(vn_s + stage * Shape::vn_bytes, vt_of(step));
+    } else {
+      __syncthreads();  // (B) vt_s complete
+      if (warp_active) accumulate_pv(prob, vt_s, keys_left);
+    }
   };
 
   // The full steps in the loop; a ragged last step after it, computing only its live n8 tiles
@@ -384,6 +411,13 @@ __global__ void __launch_bounds__(32 * Warps, MinBlocksPerSm)
             block_softmax.template operator()<Live, Tested>(prob, ks, keys_left, started);
           });
         });
+  }
+
+  if constexpr (kDefersPv) {  // the last step's P V
+    __syncthreads();          // its V^T complete
+    if (warp_active && steps > 0) {
+      accumulate_pv(prob, vt_of(steps - 1), detail::step_keys<STEP>(nkv, steps - 1));
+    }
   }
 
   // epilogue: each row's output policy from its frame and sum; rows at or past Nq are skipped.
