@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <initializer_list>
 #include <iterator>
 #include <random>
 #include <string>
@@ -254,27 +255,40 @@ TEST_CASE("gpu == reference: Swin-sized D = 32 launches on both in-place instanc
   CHECK(run_jobs(jobs) == 0);
 }
 
-TEST_CASE("gpu == reference: FastLong's two score chunks per step at every head dim",
-          "[gpu][fast_long]") {
-  // FastLong's step is 128 keys: the in-place kernel holds S 64 keys at a time and computes the
-  // second chunk twice (maxima, then softmax). Key counts on both sides of each chunk and step
-  // boundary, including steps whose second chunk holds no key.
+namespace {
+
+/// Jobs of one preset on 2 heads x 70 query rows (two CTAs of 4 warps at D <= 64, the second
+/// with 6 rows) for every head dim and key count, s8 and f16 outputs; seed `seed_base + keys`.
+std::vector<Job> head_dim_key_sweep(Preset preset, std::initializer_list<std::int64_t> head_dims,
+                                    std::initializer_list<std::int64_t> key_counts,
+                                    std::uint64_t seed_base) {
   std::vector<Job> jobs;
-  for (const std::int64_t d : {32, 64, 80, 96, 128}) {
-    for (const std::int64_t keys : {1, 8, 63, 64, 65, 127, 128, 129, 191, 192, 200, 257, 577}) {
+  for (const std::int64_t d : head_dims) {
+    for (const std::int64_t keys : key_counts) {
       EquivalenceCase c;
       c.heads = 2;
       c.seq_q = 70;
       c.seq_kv = keys;
       c.head_dim = d;
-      c.seed = 300 + static_cast<std::uint64_t>(keys);
+      c.seed = seed_base + static_cast<std::uint64_t>(keys);
       for (const OutputType o : {OutputType::s8, OutputType::f16}) {
-        jobs.push_back(
-            {Preset::fast_long, o, c, "D " + std::to_string(d) + ", Nkv " + std::to_string(keys)});
+        jobs.push_back({preset, o, c, "D " + std::to_string(d) + ", Nkv " + std::to_string(keys)});
       }
     }
   }
-  CHECK(run_jobs(jobs) == 0);
+  return jobs;
+}
+
+}  // namespace
+
+TEST_CASE("gpu == reference: FastLong's two score chunks per step at every head dim",
+          "[gpu][fast_long]") {
+  // FastLong's step is 128 keys: the in-place kernel holds S 64 keys at a time and computes the
+  // second chunk twice (maxima, then softmax). Key counts on both sides of each chunk and step
+  // boundary, including steps whose second chunk holds no key.
+  CHECK(run_jobs(head_dim_key_sweep(Preset::fast_long, {32, 64, 80, 96, 128},
+                                    {1, 8, 63, 64, 65, 127, 128, 129, 191, 192, 200, 257, 577},
+                                    300)) == 0);
 }
 
 TEST_CASE("gpu == reference: Fast's two V^T buffers (P V deferred a step) at D = 64",
@@ -283,22 +297,9 @@ TEST_CASE("gpu == reference: Fast's two V^T buffers (P V deferred a step) at D =
   // alternate between steps (the second in the Q tile's bytes): odd and even step counts, a
   // ragged last step, a query tile whose last warps hold no row, and D = 32 / 128 beside it
   // (two barriers per step there).
-  std::vector<Job> jobs;
-  for (const std::int64_t d : {32, 64, 128}) {
-    for (const std::int64_t keys : {1, 63, 64, 65, 128, 129, 192, 255, 320, 577, 1024}) {
-      EquivalenceCase c;
-      c.heads = 2;
-      c.seq_q = 70;
-      c.seq_kv = keys;
-      c.head_dim = d;
-      c.seed = 700 + static_cast<std::uint64_t>(keys);
-      for (const OutputType o : {OutputType::s8, OutputType::f16}) {
-        jobs.push_back(
-            {Preset::fast, o, c, "D " + std::to_string(d) + ", Nkv " + std::to_string(keys)});
-      }
-    }
-  }
-  CHECK(run_jobs(jobs) == 0);
+  CHECK(run_jobs(head_dim_key_sweep(Preset::fast, {32, 64, 128},
+                                    {1, 63, 64, 65, 128, 129, 192, 255, 320, 577, 1024}, 700)) ==
+        0);
 }
 
 TEST_CASE("gpu == reference: Swin bias tables and shifted-window masks", "[gpu][swin]") {
