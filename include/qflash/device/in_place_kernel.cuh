@@ -114,8 +114,8 @@ inline constexpr int kInPlaceLargeLaunchWaves = 8;
 /// that makes the next step's K/V visible, which then also completes this step's V^T: one barrier
 /// per step instead of two. Steps alternate between two V^T buffers; the second takes the bytes
 /// of the Q tile (read only on step 0, into registers), so it needs V^T no larger than Q: Fast
-/// at D = 64, the one head dim where it was measured to pay (slower at D = 32 and 128, not
-/// measured at 80 and 96; docs/benchmarks.md).
+/// at D = 64, the one head dim where it was measured to pay (at D = 32 and 128 slower or no
+/// faster in either order of V^T; not measured at 80 and 96; docs/benchmarks.md).
 template <class Shape, int D>
 inline constexpr bool kInPlaceDefersPv = D == 64 && Shape::vt_bytes <= Shape::q_bytes;
 
